@@ -1,0 +1,3 @@
+from nameserver.cli import main
+
+raise SystemExit(main())
