@@ -1,0 +1,222 @@
+"""The engine: query bytes in, response bytes out, over immutable zone snapshots.
+
+Two paths give the same bytes:
+
+* the general path (:meth:`Engine.respond`) parses the whole message strictly,
+  applies every rule and renders the response;
+* the fast path (:meth:`Engine.handle`) reads the header, question and OPT of a
+  common query straight from the bytes, builds a key from what the answer depends
+  on (lowercased QNAME, QTYPE/QCLASS, RD/CD, EDNS state, size limit) and returns
+  bytes prepared earlier, patching in the ID and the client's question (and so its
+  letter case). A miss runs the general path and keeps its result for next time.
+
+An Engine is never mutated after construction except for its answer cache; a
+reload builds a new Engine and the transports swap one reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import dns.name
+
+from nameserver.engine.lookup import lookup
+from nameserver.engine.query import Drop, FormErr, parse_query
+from nameserver.engine.render import opt_record, render_answer, render_error, response_flags
+from nameserver.wire import WireName
+from nameserver.zone.tree import Zone
+
+NOERROR, FORMERR, NOTIMP, REFUSED, BADVERS = 0, 1, 4, 5, 16
+CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
+TXT, AXFR, IXFR, ANY = 16, 252, 251, 255
+NSID = 3
+MAX_TCP = 65535
+DEFAULT_CACHE_ENTRIES = 100_000
+
+
+class IdentityLike(Protocol):
+    server_id: str | None
+    hostname: str | None
+    version: str | None
+    nsid: str | None
+
+
+def _name_key(text: str) -> bytes:
+    return dns.name.from_text(text).to_wire().lower()
+
+
+def _txt_rdata(text: str) -> bytes:
+    data = text.encode()
+    chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
+    return b"".join(bytes([len(c)]) + c for c in chunks)
+
+
+class Engine:
+    """Answers DNS queries for a set of zones; see the module docstring."""
+
+    def __init__(
+        self,
+        zones: Iterable[Zone],
+        identity: IdentityLike | None = None,
+        udp_payload: int = 1232,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+    ):
+        self.zones: dict[bytes, Zone] = {z.origin.key: z for z in zones}
+        self.udp_payload = udp_payload
+        self.cache_entries = cache_entries
+        self.cache: dict[tuple[bytes, bytes, int, int, int], tuple[bytes, bytes]] = {}
+        self.nsid = identity.nsid.encode() if identity and identity.nsid else None
+        self.chaos: dict[bytes, bytes] = {}
+        if identity is not None:
+            for names, value in (
+                (("id.server",), identity.server_id),
+                (("hostname.bind",), identity.hostname),
+                (("version.bind", "version.server"), identity.version),
+            ):
+                if value is not None:
+                    for name in names:
+                        self.chaos[_name_key(name)] = _txt_rdata(value)
+
+    # -- fast path ---------------------------------------------------------------------
+
+    def handle(self, wire: bytes, over_tcp: bool = False) -> bytes | None:
+        """Answer one message; None means send nothing."""
+        n = len(wire)
+        # QR=0, OPCODE=0, QDCOUNT=1, ANCOUNT=0, NSCOUNT=0: the shape of nearly every query.
+        if n < 17 or wire[2] & 0xF8 or wire[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return self.respond(wire, over_tcp)
+        i = 12
+        length = wire[12]
+        while length:
+            if length > 63:
+                return self.respond(wire, over_tcp)
+            i += length + 1
+            if i >= n:
+                return self.respond(wire, over_tcp)
+            length = wire[i]
+        end = i + 1
+        qend = end + 4
+        arcount = wire[10:12]
+        if arcount == b"\x00\x00" and qend == n:
+            edns = 0
+            limit = MAX_TCP if over_tcp else 512
+        elif (
+            arcount == b"\x00\x01"
+            and n >= qend + 11
+            and wire[qend : qend + 3] == b"\x00\x00\x29"
+            and wire[qend + 6] == 0  # EDNS version 0
+            and qend + 11 + int.from_bytes(wire[qend + 9 : qend + 11], "big") == n
+        ):
+            edns = 3 if wire[qend + 7] & 0x80 else 1
+            if self.nsid is not None and n > qend + 11 and _asks_nsid(wire, qend + 11):
+                edns |= 4
+            if over_tcp:
+                limit = MAX_TCP
+            else:
+                limit = min(
+                    max(int.from_bytes(wire[qend + 3 : qend + 5], "big"), 512), self.udp_payload
+                )
+        else:
+            return self.respond(wire, over_tcp)
+        key = (
+            wire[12:end].lower(),
+            wire[end:qend],
+            (wire[2] & 0x01) | (wire[3] & 0x10),
+            edns,
+            limit,
+        )
+        hit = self.cache.get(key)
+        if hit is not None:
+            return wire[:2] + hit[0] + wire[12:qend] + hit[1]
+        response = self.respond(wire, over_tcp)
+        # Only positive and NODATA answers and referrals are kept: a flood of random
+        # names must not push out the answers that are asked again and again.
+        if response is not None and response[3] & 0x0F == NOERROR:
+            cache = self.cache
+            if len(cache) >= self.cache_entries:
+                del cache[next(iter(cache))]
+            cache[key] = (response[2:12], response[qend:])
+        return response
+
+    # -- general path ------------------------------------------------------------------
+
+    def respond(self, wire: bytes, over_tcp: bool = False) -> bytes | None:
+        """Answer one message by the general path (no cache)."""
+        try:
+            q = parse_query(wire)
+        except Drop:
+            return None
+        except FormErr as e:
+            return render_error(e.qid, e.flags, FORMERR)
+        question = wire[12 : q.question_end]
+        edns = q.edns
+        if edns is not None:
+            if edns.version != 0:  # RFC 6891 §6.1.3
+                opt_badvers = opt_record(self.udp_payload, edns.do, BADVERS)
+                return render_error(q.qid, q.flags, BADVERS, question, opt_badvers)
+            options = b""
+            if self.nsid is not None and any(code == NSID for code, _ in edns.options):
+                options = NSID.to_bytes(2, "big") + len(self.nsid).to_bytes(2, "big") + self.nsid
+            opt: bytes | None = opt_record(self.udp_payload, edns.do, 0, options)
+            limit = MAX_TCP if over_tcp else min(edns.payload, self.udp_payload)
+            do = edns.do
+        else:
+            opt, limit, do = None, MAX_TCP if over_tcp else 512, False
+        if q.opcode != 0:
+            return render_error(q.qid, q.flags, NOTIMP, question, opt)
+        qname_key = q.qname.lower()
+        if q.qclass == CLASS_CH:
+            return self._chaos(q.qid, q.flags, question, qname_key, q.qtype, opt)
+        if q.qclass != CLASS_IN or q.qtype in (AXFR, IXFR):
+            # Transfers are refused until one is configured (the transfer issue).
+            return render_error(q.qid, q.flags, REFUSED, question, opt)
+        zone = self.find_zone(qname_key)
+        if zone is None:
+            return render_error(q.qid, q.flags, REFUSED, question, opt)
+        ans = lookup(zone, WireName(q.qname), q.qtype, do)
+        return render_answer(q.qid, q.flags, question, qname_key, ans, do, opt, limit)
+
+    def find_zone(self, key: bytes) -> Zone | None:
+        """The zone with the longest origin that contains ``key`` (lowercased wire)."""
+        zones = self.zones
+        i = 0
+        while True:
+            zone = zones.get(key[i:])
+            if zone is not None:
+                return zone
+            if key[i] == 0:
+                return None
+            i += key[i] + 1
+
+    def _chaos(
+        self,
+        qid: int,
+        flags: int,
+        question: bytes,
+        qname_key: bytes,
+        qtype: int,
+        opt: bytes | None,
+    ) -> bytes:
+        """CH TXT id.server, hostname.bind, version.bind/server from configuration."""
+        rdata = self.chaos.get(qname_key)
+        if rdata is None or qtype not in (TXT, ANY):
+            return render_error(qid, flags, REFUSED, question, opt)
+        rr = b"\xc0\x0c" + TXT.to_bytes(2, "big") + CLASS_CH.to_bytes(2, "big") + b"\0\0\0\0"
+        rr += len(rdata).to_bytes(2, "big") + rdata
+        header = (
+            qid.to_bytes(2, "big")
+            + response_flags(flags, NOERROR, aa=True).to_bytes(2, "big")
+            + b"\x00\x01\x00\x01\x00\x00"
+            + (b"\x00\x01" if opt else b"\x00\x00")
+        )
+        return header + question + rr + (opt or b"")
+
+
+def _asks_nsid(wire: bytes, i: int) -> bool:
+    n = len(wire)
+    while i + 4 <= n:
+        if wire[i : i + 2] == b"\x00\x03":
+            return True
+        i += 4 + int.from_bytes(wire[i + 2 : i + 4], "big")
+    return False

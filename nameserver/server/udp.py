@@ -1,0 +1,162 @@
+"""DNS over UDP: a thin asyncio transport in front of the sans-IO engine.
+
+The engine is looked up through ``holder.engine`` for every datagram so that a
+reload can swap it atomically (a single attribute assignment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import sys
+from typing import Any, Protocol
+
+logger = logging.getLogger("nameserver.server")
+
+# Not exported by the socket module; these are the Linux values (asm-generic/socket.h).
+_SO_SNDBUFFORCE: int | None = getattr(
+    socket, "SO_SNDBUFFORCE", 32 if sys.platform.startswith("linux") else None
+)
+_SO_RCVBUFFORCE: int | None = getattr(
+    socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None
+)
+
+
+class EngineHolder(Protocol):
+    """Anything with an ``engine`` attribute exposing ``handle(wire, over_tcp)``."""
+
+    engine: Any
+
+
+class UDPStats:
+    """Counters for one UDP listener (plain ints, no locking)."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self) -> None:
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    """Return AF_INET or AF_INET6 for an IP address literal (ValueError otherwise)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"listen address must be an IP literal, got {host!r}") from None
+    return socket.AF_INET6 if addr.version == 6 else socket.AF_INET
+
+
+def _set_buffer(sock: socket.socket, force: int | None, normal: int, size: int) -> None:
+    """Set a socket buffer size, using the *FORCE variant when root; never raises."""
+    if force is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return
+        except OSError:
+            pass
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, normal, size)
+    except OSError as exc:
+        logger.debug("could not set socket buffer option %d to %d: %s", normal, size, exc)
+
+
+def create_bound_socket(
+    host: str,
+    port: int,
+    sock_type: socket.SocketKind,
+    *,
+    reuse_port: bool = False,
+    bufsize: int | None = None,
+) -> socket.socket:
+    """Create, configure and bind a non-blocking socket for ``host`` (an IP literal).
+
+    Sets SO_REUSEADDR, IPV6_V6ONLY for IPv6, SO_REUSEPORT if asked, and the send
+    and receive buffers to ``bufsize`` if given. The caller owns the socket.
+    """
+    family = address_family(host)
+    sock = socket.socket(family, sock_type)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError("SO_REUSEPORT is not supported on this platform")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if bufsize is not None:
+            _set_buffer(sock, _SO_RCVBUFFORCE, socket.SO_RCVBUF, bufsize)
+            _set_buffer(sock, _SO_SNDBUFFORCE, socket.SO_SNDBUF, bufsize)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _DNSDatagramProtocol(asyncio.DatagramProtocol):
+    """Hands each datagram to ``holder.engine`` and sends back what it returns."""
+
+    __slots__ = ("_holder", "_transport", "stats")
+
+    def __init__(self, holder: EngineHolder, stats: UDPStats) -> None:
+        self._holder = holder
+        self._transport: asyncio.DatagramTransport | None = None
+        self.stats = stats
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            resp = self._holder.engine.handle(data, False)
+            if resp is not None:
+                self._transport.sendto(resp, addr)  # type: ignore[union-attr]
+        except Exception:
+            self.stats.errors += 1
+            logger.exception("UDP: error handling a %d-byte message from %s", len(data), addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # Typically ICMP errors (e.g. port unreachable) reported for an earlier sendto.
+        logger.debug("UDP socket error: %s", exc)
+
+
+async def start_udp(
+    holder: EngineHolder,
+    host: str,
+    port: int,
+    rcvbuf: int = 4 * 1024 * 1024,
+    *,
+    reuse_port: bool = False,
+    stats: UDPStats | None = None,
+) -> asyncio.DatagramTransport:
+    """Start answering DNS over UDP on ``host``:``port`` (``port`` 0 picks a free one).
+
+    ``rcvbuf`` sizes both SO_RCVBUF and SO_SNDBUF. Counters go to ``stats``
+    (reachable later as ``transport.get_protocol().stats``).
+    """
+    loop = asyncio.get_running_loop()
+    sock = create_bound_socket(host, port, socket.SOCK_DGRAM, reuse_port=reuse_port, bufsize=rcvbuf)
+    proto = _DNSDatagramProtocol(holder, stats if stats is not None else UDPStats())
+    try:
+        transport, _ = await loop.create_datagram_endpoint(lambda: proto, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return transport
+
+
+def udp_bound_port(transport: asyncio.DatagramTransport) -> int:
+    """Return the local port a transport from :func:`start_udp` is bound to."""
+    return int(transport.get_extra_info("sockname")[1])
+
+
+def udp_stats(transport: asyncio.DatagramTransport) -> UDPStats:
+    """Return the counters of a transport from :func:`start_udp`."""
+    return transport.get_protocol().stats  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,96 @@
+"""Wire-format building blocks shared by the zone compiler and the response renderer.
+
+Names are prepared once at load as :class:`WireName`: their wire bytes (original
+letter case, as the zone spells them) and the lowercased key of every suffix, so
+that compressing a name while rendering is a few dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+import dns.name
+
+MAX_POINTER = 0x3FFF
+
+
+class WireName:
+    """A domain name in wire form with the keys needed for RFC 1035 §4.1.4 compression.
+
+    ``suffixes`` holds ``(offset, key)`` for every label start except the root:
+    ``wire[offset:]`` is the suffix and ``key`` is its lowercased wire form.
+    """
+
+    __slots__ = ("wire", "key", "suffixes", "labels")
+
+    def __init__(self, wire: bytes):
+        self.wire = wire
+        self.key = wire.lower()
+        suffixes: list[tuple[int, bytes]] = []
+        labels = 0
+        i = 0
+        while wire[i]:
+            suffixes.append((i, self.key[i:]))
+            i += wire[i] + 1
+            labels += 1
+        self.suffixes = tuple(suffixes)
+        self.labels = labels
+
+    @classmethod
+    def from_name(cls, name: dns.name.Name) -> WireName:
+        return cls(name.to_wire())
+
+    def to_name(self) -> dns.name.Name:
+        return dns.name.from_wire(self.wire, 0)[0]
+
+    def __repr__(self) -> str:
+        return f"WireName({self.to_name()})"
+
+
+def name_keys(wire_key: bytes) -> list[bytes]:
+    """Lowercased wire names of ``wire_key`` and every ancestor, root excluded, longest first."""
+    keys = []
+    i = 0
+    while wire_key[i]:
+        keys.append(wire_key[i:])
+        i += wire_key[i] + 1
+    return keys
+
+
+def label_list(wire_key: bytes) -> list[bytes]:
+    """The labels of a wire name, leftmost first, root excluded."""
+    labels = []
+    i = 0
+    while (n := wire_key[i]) != 0:
+        labels.append(wire_key[i + 1 : i + 1 + n])
+        i += n + 1
+    return labels
+
+
+class Compressor:
+    """Writes names into a message under construction, reusing earlier suffixes."""
+
+    __slots__ = ("table",)
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, int] = {}
+
+    def add_question(self, qname_key: bytes, offset: int = 12) -> None:
+        i = 0
+        table = self.table
+        while qname_key[i]:
+            table.setdefault(qname_key[i:], offset + i)
+            i += qname_key[i] + 1
+
+    def write(self, out: bytearray, name: WireName) -> None:
+        """Append ``name`` at the end of ``out``, compressed against what is already there."""
+        table = self.table
+        pos = len(out)
+        for off, key in name.suffixes:
+            ptr = table.get(key)
+            if ptr is not None:
+                out += name.wire[:off]
+                out += (0xC000 | ptr).to_bytes(2, "big")
+                break
+            if pos + off <= MAX_POINTER:
+                table[key] = pos + off
+        else:
+            out += name.wire
