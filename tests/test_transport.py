@@ -255,10 +255,11 @@ def test_udp_socket_options(h: Harness) -> None:
     sock = h.udp[0].get_extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 65536
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 65536
-    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
     if ":" in h.host:
         assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
     assert port == udp_bound_port(h.udp[0])
+    with pytest.raises(OSError):  # a second server on the same UDP port fails loudly
+        h.start_udp(port)
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")

@@ -76,13 +76,16 @@ def create_bound_socket(
 ) -> socket.socket:
     """Create, configure and bind a non-blocking socket for ``host`` (an IP literal).
 
-    Sets SO_REUSEADDR, IPV6_V6ONLY for IPv6, SO_REUSEPORT if asked, and the send
-    and receive buffers to ``bufsize`` if given. The caller owns the socket.
+    Sets SO_REUSEADDR on TCP sockets (so a restart is not blocked by TIME_WAIT),
+    never on UDP ones, where Linux would let a second server share the port
+    silently; IPV6_V6ONLY for IPv6, SO_REUSEPORT if asked, and the send and
+    receive buffers to ``bufsize`` if given. The caller owns the socket.
     """
     family = address_family(host)
     sock = socket.socket(family, sock_type)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sock_type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             if not hasattr(socket, "SO_REUSEPORT"):
                 raise OSError("SO_REUSEPORT is not supported on this platform")

@@ -264,9 +264,12 @@ def _record(where: Where, blank_owner: bool, tokens: list[_Token], state: _State
         raise ValueError(f"class {dns.rdataclass.to_text(rdclass)} is not served; use IN")
     if rdtype in _META_TYPES:
         raise ValueError(f"{dns.rdatatype.to_text(rdtype)} is a meta-type, not zone data")
-    rdata = dns.rdata.from_text(
-        rdclass, rdtype, _rdata_text(tokens[i + 1 :]), state.origin, relativize=False
-    )
+    text = _rdata_text(tokens[i + 1 :])
+    try:
+        rdata = dns.rdata.from_text(rdclass, rdtype, text, state.origin, relativize=False)
+    except dns.exception.DNSException as e:
+        type_name = dns.rdatatype.to_text(rdtype)
+        raise ValueError(f"bad {type_name} data '{text}': {_reason(e)}") from None
     if ttl is None:
         if state.default_ttl is not None:
             ttl = state.default_ttl
