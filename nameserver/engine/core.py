@@ -109,8 +109,12 @@ class Engine:
             and qend + 11 + int.from_bytes(wire[qend + 9 : qend + 11], "big") == n
         ):
             edns = 3 if wire[qend + 7] & 0x80 else 1
-            if self.nsid is not None and n > qend + 11 and _asks_nsid(wire, qend + 11):
-                edns |= 4
+            if n > qend + 11:  # options: only their framing matters, and NSID
+                asks_nsid = _scan_options(wire, qend + 11)
+                if asks_nsid is None:
+                    return self.respond(wire, over_tcp)  # malformed: FORMERR
+                if asks_nsid and self.nsid is not None:
+                    edns |= 4
             if over_tcp:
                 limit = MAX_TCP
             else:
@@ -213,10 +217,14 @@ class Engine:
         return header + question + rr + (opt or b"")
 
 
-def _asks_nsid(wire: bytes, i: int) -> bool:
+def _scan_options(wire: bytes, i: int) -> bool | None:
+    """Whether the EDNS options from ``i`` to the end ask for NSID; None if malformed."""
     n = len(wire)
-    while i + 4 <= n:
+    nsid = False
+    while i < n:
+        if i + 4 > n:
+            return None
         if wire[i : i + 2] == b"\x00\x03":
-            return True
+            nsid = True
         i += 4 + int.from_bytes(wire[i + 2 : i + 4], "big")
-    return False
+    return nsid if i == n else None

@@ -145,11 +145,11 @@ def _additional(zone: Zone, rrset: RRset, ans: Answer) -> None:
     """RFC 1034 §3.7 additional processing: addresses of NS, MX and SRV targets."""
     if rrset.rdtype in _ADDITIONAL_FOR:
         for target in rrset.targets:
-            if zone.contains(target.key):
-                ans.additional.extend(_addresses(zone, target))
+            ans.additional.extend(_addresses(zone, target))
 
 
 def _addresses(zone: Zone, target: WireName) -> list[RRset]:
+    """A and AAAA RRsets of ``target`` if the zone holds it (glue included)."""
     node = zone.find(target.key)
     if node is None:
         return []

@@ -170,6 +170,8 @@ class Zone:
 
     def find(self, key: bytes) -> Node | None:
         """The node named exactly ``key`` (lowercased wire), below cuts too, or None."""
+        if not self.contains(key):
+            return None
         node = self.apex
         for label in self.relative_labels(key):
             node = node.children.get(label)  # type: ignore[assignment]
