@@ -16,6 +16,7 @@ import dns.rdata
 import dns.rdatatype
 
 from nameserver.wire import WireName
+from nameserver.zone.denial import Nsec3Chain, NsecChain, nsec3_owner_hash
 from nameserver.zone.reader import Record, Where, ZoneSyntaxError, read_zone_file
 from nameserver.zone.tree import (
     AAAA,
@@ -23,6 +24,9 @@ from nameserver.zone.tree import (
     DNAME,
     DS,
     NS,
+    NSEC,
+    NSEC3,
+    NSEC3PARAM,
     RRSIG,
     SOA,
     A,
@@ -192,7 +196,17 @@ def _compile(
 ) -> Zone:
     apex = Node(WireName.from_name(origin))
     origin_len = len(origin)
+    nsec3_records: list[tuple[dns.name.Name, RRset]] = []
     for name, by_type in sets.items():
+        owner = WireName.from_name(name)
+        rrsets = _rrsets(owner, by_type)
+        nsec3 = rrsets.pop(NSEC3, None)
+        if nsec3 is not None:
+            # NSEC3 owners are hashes, not names of the zone: they live in the chain index.
+            nsec3_records.append((name, nsec3))
+            rrsets.pop(RRSIG, None)
+            if not rrsets:
+                continue
         node = apex
         labels = name.labels[: len(name) - origin_len]
         for depth in range(len(labels) - 1, -1, -1):
@@ -204,18 +218,60 @@ def _compile(
                 if label == b"*":
                     node.wildcard = child
             node = child
-        owner = WireName.from_name(name)
-        sigs_by_type: dict[int, list[dns.rdata.Rdata]] = defaultdict(list)
-        for t, s in by_type.items():
-            if t == RRSIG:
-                for rd in s.rdatas:
-                    sigs_by_type[rd.type_covered].append(rd)  # type: ignore[attr-defined]
-            node.rrsets[t] = RRset.from_rdatas(owner, t, s.ttl, s.rdatas)
-        for covered, rds in sigs_by_type.items():
-            target = node.rrsets.get(covered)
-            if target is not None:
-                target.sigs = RRset.from_rdatas(owner, RRSIG, by_type[RRSIG].ttl, rds)
-        if node is not apex and NS in node.rrsets:
+        node.rrsets = rrsets
+        if node is not apex and NS in rrsets:
             node.cut = True
-        node.dname = node.rrsets.get(DNAME)
-    return Zone(apex.name, apex, path, count)
+        node.dname = rrsets.get(DNAME)
+    zone = Zone(apex.name, apex, path, count)
+    zone.nsec3 = _nsec3_chain(apex, nsec3_records)
+    if zone.nsec3 is None:
+        zone.nsec = _nsec_chain(apex)
+    return zone
+
+
+def _rrsets(owner: WireName, by_type: dict[int, _Set]) -> dict[int, RRset]:
+    """Prepared RRsets of one owner, each with the RRSIGs that cover it attached."""
+    rrsets = {t: RRset.from_rdatas(owner, t, s.ttl, s.rdatas) for t, s in by_type.items()}
+    if RRSIG in by_type:
+        sigs_by_type: dict[int, list[dns.rdata.Rdata]] = defaultdict(list)
+        for rd in by_type[RRSIG].rdatas:
+            sigs_by_type[rd.type_covered].append(rd)  # type: ignore[attr-defined]
+        for covered, rds in sigs_by_type.items():
+            target = rrsets.get(covered)
+            if target is not None:
+                # RFC 4034 §3: an RRSIG's TTL is that of the RRset it covers.
+                target.sigs = RRset.from_rdatas(owner, RRSIG, target.ttl, rds)
+    return rrsets
+
+
+def _nsec3_chain(apex: Node, records: list[tuple[dns.name.Name, RRset]]) -> Nsec3Chain | None:
+    """The chain of the apex's NSEC3PARAM (or of the first NSEC3 if there is none)."""
+    if not records:
+        return None
+    param = apex.rrsets.get(NSEC3PARAM)
+    wire = param.rdatas[0] if param is not None else records[0][1].rdatas[0]
+    assert isinstance(wire, bytes)
+    # RDATA after the 2-byte length: algorithm, flags, iterations(2), salt length, salt.
+    algorithm, iterations = wire[2], int.from_bytes(wire[4:6], "big")
+    salt = wire[7 : 7 + wire[6]]
+    chain = []
+    for name, rrset in records:
+        rd = rrset.rdatas[0]
+        assert isinstance(rd, bytes)
+        digest = nsec3_owner_hash(name.labels[0])
+        same_params = rd[2] == algorithm and rd[4 : 7 + rd[6]] == wire[4 : 7 + wire[6]]
+        if digest is not None and same_params:
+            chain.append((digest, rrset))
+    return Nsec3Chain(iterations, salt, chain) if algorithm == 1 and chain else None
+
+
+def _nsec_chain(apex: Node) -> NsecChain | None:
+    records = []
+    stack = [apex]
+    while stack:
+        node = stack.pop()
+        nsec = node.rrsets.get(NSEC)
+        if nsec is not None:
+            records.append((node.name.key, nsec))
+        stack.extend(node.children.values())
+    return NsecChain(records) if records else None

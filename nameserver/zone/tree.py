@@ -10,12 +10,16 @@ cut, DNAME, wildcard child).
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 import dns.name
 import dns.rdata
 import dns.rdatatype
 
 from nameserver.wire import WireName
+
+if TYPE_CHECKING:
+    from nameserver.zone.denial import Nsec3Chain, NsecChain
 
 NS = dns.rdatatype.NS
 CNAME = dns.rdatatype.CNAME
@@ -28,6 +32,9 @@ DS = dns.rdatatype.DS
 A = dns.rdatatype.A
 AAAA = dns.rdatatype.AAAA
 RRSIG = dns.rdatatype.RRSIG
+NSEC = dns.rdatatype.NSEC
+NSEC3 = dns.rdatatype.NSEC3
+NSEC3PARAM = dns.rdatatype.NSEC3PARAM
 
 _RR_FIXED = struct.Struct("!HHI")  # type, class, ttl
 IN = 1
@@ -112,7 +119,9 @@ class RRset:
         return RRset(owner, self.rdtype, self.ttl, self.rdatas, self.targets, sigs)
 
     def with_ttl(self, ttl: int) -> RRset:
-        return RRset(self.owner, self.rdtype, ttl, self.rdatas, self.targets, self.sigs)
+        """The same RRset served with another TTL, its signatures too (RFC 4035 §3.1.3)."""
+        sigs = self.sigs.with_ttl(ttl) if self.sigs is not None else None
+        return RRset(self.owner, self.rdtype, ttl, self.rdatas, self.targets, sigs)
 
     def __len__(self) -> int:
         return len(self.rdatas)
@@ -141,7 +150,17 @@ class Node:
 class Zone:
     """An immutable snapshot of one zone, as served."""
 
-    __slots__ = ("origin", "apex", "soa", "negative_soa", "serial", "source", "record_count")
+    __slots__ = (
+        "origin",
+        "apex",
+        "soa",
+        "negative_soa",
+        "serial",
+        "source",
+        "record_count",
+        "nsec3",
+        "nsec",
+    )
 
     def __init__(self, origin: WireName, apex: Node, source: str, record_count: int):
         self.origin = origin
@@ -155,6 +174,9 @@ class Zone:
         self.negative_soa = self.soa.with_ttl(min(self.soa.ttl, minimum))
         self.source = source
         self.record_count = record_count
+        # Denial-of-existence indexes of a signed zone (nameserver.zone.denial).
+        self.nsec3: Nsec3Chain | None = None
+        self.nsec: NsecChain | None = None
 
     def relative_labels(self, key: bytes) -> list[bytes]:
         """Labels of ``key`` below the origin, nearest the origin first."""

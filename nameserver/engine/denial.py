@@ -1,0 +1,100 @@
+"""Authenticated denial of existence: which NSEC3 (RFC 5155 §7.2) or NSEC (RFC 4035
+§3.1.3) records prove a negative answer, a wildcard answer or an insecure referral.
+
+Each function returns the RRsets to add to the authority section (their RRSIGs
+travel with them). Names are lowercased wire names.
+"""
+
+from __future__ import annotations
+
+from nameserver.zone.denial import Nsec3Chain
+from nameserver.zone.tree import RRset, Zone
+
+_WILDCARD = b"\x01*"
+
+
+def _parent(key: bytes) -> bytes:
+    return key[key[0] + 1 :]
+
+
+def _unique(rrsets: list[RRset]) -> list[RRset]:
+    seen: list[RRset] = []
+    for r in rrsets:
+        if all(r is not s for s in seen):
+            seen.append(r)
+    return seen
+
+
+def _closest_provable(chain: Nsec3Chain, key: bytes) -> tuple[bytes, RRset, bytes]:
+    """RFC 5155 §7.2.1: the closest ancestor of ``key`` owning an NSEC3, its NSEC3,
+    and the next closer name (the ancestor's child on the way to ``key``)."""
+    next_closer = key
+    ancestor = _parent(key)
+    while True:
+        match = chain.match(ancestor)
+        if match is not None or ancestor == b"\x00":
+            break
+        next_closer, ancestor = ancestor, _parent(ancestor)
+    assert match is not None, "the apex owns an NSEC3"
+    return ancestor, match, next_closer
+
+
+def _encloser_proof(chain: Nsec3Chain, key: bytes) -> tuple[bytes, list[RRset]]:
+    ce, match, next_closer = _closest_provable(chain, key)
+    return ce, [match, chain.cover(next_closer)]
+
+
+def nxdomain(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
+    """The name does not exist, and no wildcard at its closest encloser applies."""
+    if zone.nsec3 is not None:
+        chain = zone.nsec3
+        ce, proof = _encloser_proof(chain, qname)
+        return _unique(proof + [chain.cover(_WILDCARD + ce)])
+    nsec = zone.nsec
+    return _unique([nsec.cover(qname), nsec.cover(_WILDCARD + encloser)])
+
+
+def nodata(zone: Zone, name: bytes) -> list[RRset]:
+    """The name exists (data, empty non-terminal or delegation) but not the type."""
+    if zone.nsec3 is not None:
+        chain = zone.nsec3
+        match = chain.match(name)
+        if match is not None:
+            return [match]
+        # Opted-out name (unsigned delegation or its empty non-terminals), §7.2.4.
+        return _encloser_proof(chain, name)[1]
+    nsec = zone.nsec
+    match = nsec.match(name)
+    return [match] if match is not None else [nsec.cover(name)]  # an ENT lies in a gap
+
+
+def wildcard_nodata(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
+    """§7.2.5: no exact match, the wildcard exists, but not with the type."""
+    wildcard = _WILDCARD + encloser
+    if zone.nsec3 is not None:
+        chain = zone.nsec3
+        _, proof = _encloser_proof(chain, qname)
+        match = chain.match(wildcard)
+        return _unique(proof + ([match] if match is not None else []))
+    nsec = zone.nsec
+    match = nsec.match(wildcard)
+    return _unique([nsec.cover(qname)] + ([match] if match is not None else []))
+
+
+def wildcard_answer(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
+    """§7.2.6: the answer was synthesised, so prove the exact name does not exist."""
+    if zone.nsec3 is not None:
+        next_closer = qname
+        while _parent(next_closer) != encloser:
+            next_closer = _parent(next_closer)
+        return [zone.nsec3.cover(next_closer)]
+    return [zone.nsec.cover(qname)]
+
+
+def insecure_referral(zone: Zone, cut: bytes) -> list[RRset]:
+    """§7.2.7: the delegation has no DS (its NSEC3, or the opt-out span covering it)."""
+    return nodata(zone, cut)
+
+
+def is_signed(zone: Zone) -> bool:
+    return zone.nsec3 is not None or zone.nsec is not None
