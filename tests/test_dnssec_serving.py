@@ -8,8 +8,6 @@ opt-out (the TLD form), NSEC3 without opt-out, and NSEC.
 from __future__ import annotations
 
 import base64
-import shutil
-import subprocess
 from pathlib import Path
 
 import dns.dnssec
@@ -20,43 +18,13 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from bindsign import FLAVOURS, sign_with_bind
 
 from nameserver.engine.core import Engine
 from nameserver.zone.load import load_zone
 
 DATA = Path(__file__).parent / "data"
 ORIGIN = dns.name.from_text("coop.")
-FLAVOURS = {
-    "nsec3-optout": ["-3", "-", "-H", "0", "-A"],
-    "nsec3": ["-3", "-", "-H", "0"],
-    "nsec": [],
-}
-
-
-def sign_with_bind(tmp: Path, source: Path, flavour: str) -> Path:
-    for tool in ("dnssec-keygen", "dnssec-signzone"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} (bind9-utils) is not installed: run tests/setup.sh")
-    keys = []
-    for extra in (["-f", "KSK"], []):
-        out = subprocess.run(
-            ["dnssec-keygen", "-q", "-K", str(tmp), "-a", "ECDSAP256SHA256", *extra, "coop"],
-            check=True, capture_output=True, text=True, timeout=30,
-        )
-        keys.append(out.stdout.strip())
-    zone = tmp / "unsigned.zone"
-    text = source.read_text()
-    text += "".join(f"$INCLUDE {tmp / k}.key\n" for k in keys)
-    zone.write_text(text)
-    signed = tmp / f"{flavour}.zone"
-    subprocess.run(
-        ["dnssec-signzone", "-q", "-K", str(tmp), "-o", "coop.", *FLAVOURS[flavour],
-         "-f", str(signed), str(zone)],
-        check=True, capture_output=True, text=True, timeout=60,
-    )
-    return signed
-
-
 @pytest.fixture(scope="module", params=list(FLAVOURS))
 def signed(request, tmp_path_factory) -> tuple[str, Engine, dns.rrset.RRset]:
     tmp = tmp_path_factory.mktemp(request.param)
