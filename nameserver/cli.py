@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import dns.exception
 
 from nameserver import __version__
 from nameserver.config import (
+    Config,
     ConfigError,
     default_config,
+    default_control_socket,
     load_config,
     parse_listen,
     parse_zone_arg,
@@ -47,7 +51,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDR@PORT",
         help="listen here, UDP and TCP (repeatable; replaces the config's listeners)",
     )
+    serve.add_argument("--workers", type=int, metavar="N", help="query-serving processes")
+    serve.add_argument("--control", metavar="PATH", help="control socket path")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    for name, text in (
+        ("status", "show zones, serials, workers and listeners of the running server"),
+        ("reload", "reload the configuration and zones (or one zone) without a pause"),
+        ("stop", "stop the running server"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--config", metavar="FILE", help="find the control socket here")
+        command.add_argument("--control", metavar="PATH", help="control socket path")
+        if name == "reload":
+            command.add_argument("zone", nargs="?", help="only this zone (origin)")
 
     check = sub.add_parser(
         "check",
@@ -64,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args)
-    return _serve(args)
+    if args.command == "serve":
+        return _serve(args)
+    return _control(args)
 
 
 def _setup_logging(level: str) -> None:
@@ -75,33 +94,89 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _serve_config(args: argparse.Namespace) -> Config:
+    """The configuration for ``serve``: the file (or the defaults) with the command line
+    applied on top. Called again at every reload, so the file is re-read."""
+    cfg = load_config(args.config) if args.config else default_config()
+    listen = [parse_listen(t) for t in args.listen] if args.listen else None
+    zones = [parse_zone_arg(t) for t in args.zone] if args.zone else None
+    control = Path(args.control) if args.control else None
+    return with_overrides(cfg, listen, zones, args.workers, control)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from nameserver.server.run import EngineHolder, build_engine, load_zones, serve
+    from nameserver.server.supervisor import Supervisor
 
     try:
-        cfg = load_config(args.config) if args.config else default_config()
-        listen = [parse_listen(t) for t in args.listen] if args.listen else None
-        zones = [parse_zone_arg(t) for t in args.zone] if args.zone else None
-        cfg = with_overrides(cfg, listen, zones)
+        cfg = _serve_config(args)
     except ConfigError as e:
         print(f"nameserver: {e}", file=sys.stderr)
         return 2
     _setup_logging(args.log_level or cfg.log_level)
-    try:
-        holder = EngineHolder(build_engine(cfg, load_zones(cfg)))
-    except ZoneError:
-        logging.getLogger("nameserver").error("not starting: a zone was refused")
-        return 1
-    try:
-        import uvloop
+    return Supervisor(cfg, lambda: _serve_config(args)).run()
 
-        uvloop.run(serve(cfg, holder))
-    except OSError as e:
-        logging.getLogger("nameserver").error("cannot listen: %s", e)
+
+def _control_path(args: argparse.Namespace) -> Path:
+    if args.control:
+        return Path(args.control)
+    cfg = load_config(args.config) if args.config else default_config()
+    return cfg.control_socket or default_control_socket()
+
+
+def _control(args: argparse.Namespace) -> int:
+    from nameserver.control import ControlError, send
+
+    try:
+        path = _control_path(args)
+    except ConfigError as e:
+        print(f"nameserver: {e}", file=sys.stderr)
+        return 2
+    request: dict[str, object] = {"command": args.command}
+    if args.command == "reload":
+        request["zone"] = args.zone
+    try:
+        reply = send(path, request)
+    except ControlError as e:
+        print(f"nameserver: {e}", file=sys.stderr)
+        return 2
+    if "error" in reply:
+        print(f"nameserver: {reply['error']}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
-    return 0
+    if args.command == "status":
+        print(_format_status(reply["status"]))  # type: ignore[arg-type]
+    elif args.command == "reload":
+        for message in reply.get("messages", []):  # type: ignore[union-attr]
+            print(message)
+        print("reload: OK" if reply.get("ok") else "reload: FAILED (see above)")
+    else:
+        print("stopping")
+    return 0 if reply.get("ok") else 1
+
+
+def _format_status(status: dict) -> str:  # type: ignore[type-arg]
+    lines = [
+        f"server pid {status['pid']}, up {_duration(status['uptime'])}, "
+        f"generation {status['generation']}",
+        "listeners: " + ", ".join(status["listeners"]),
+        "workers: " + ", ".join(f"{w['pid']} (slot {w['slot']})" for w in status["workers"]),
+    ]
+    for z in status["zones"]:
+        loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(z["loaded_at"]))
+        lines.append(
+            f"zone {z['origin']}: serial {z['serial']}, {z['records']} records, "
+            f"loaded {loaded} in {z['load_seconds']:.2f} s from {z['file']}"
+        )
+    last = status.get("last_reload")
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+        lines.append(f"last reload: {'OK' if last['ok'] else 'FAILED'} at {when}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _guess_origin(path: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import dns.name
 import yaml
 
 __all__ = [
+    "default_control_socket",
     "DEFAULT_PORT",
     "LOG_LEVELS",
     "REPO_ROOT",
@@ -89,6 +92,8 @@ class Config:
     tcp: TcpLimits
     udp_payload_size: int = 1232  # 512..4096
     log_level: str = "info"  # debug|info|warning|error
+    workers: int = 1  # query-serving processes (SO_REUSEPORT), 1..MAX_WORKERS
+    control_socket: Path | None = None  # None: default_control_socket()
     source: Path | None = None  # the file it came from
 
 
@@ -332,7 +337,11 @@ def _log_level(key: str, value: Any) -> str:
     return level
 
 
-_TOP_KEYS = ("listen", "zones", "identity", "tcp", "udp_payload_size", "log_level")
+_TOP_KEYS = (
+    "listen", "zones", "identity", "tcp", "udp_payload_size", "log_level", "workers",
+    "control_socket",
+)
+MAX_WORKERS = 256
 
 
 def _build(data: Any, base: Path, source: Path | None) -> Config:
@@ -362,6 +371,12 @@ def _build(data: Any, base: Path, source: Path | None) -> Config:
     log_level = defaults.log_level
     if get("log_level") is not None:
         log_level = _log_level("log_level", get("log_level"))
+    workers = defaults.workers
+    if get("workers") is not None:
+        workers = _int("workers", get("workers"), 1, MAX_WORKERS)
+    control_socket = None
+    if get("control_socket") is not None:
+        control_socket = (base / _str("control_socket", get("control_socket"))).resolve()
     return Config(
         listen=listen,
         zones=zones,
@@ -369,6 +384,8 @@ def _build(data: Any, base: Path, source: Path | None) -> Config:
         tcp=tcp,
         udp_payload_size=udp,
         log_level=log_level,
+        workers=workers,
+        control_socket=control_socket,
         source=source,
     )
 
@@ -459,12 +476,32 @@ def parse_zone_arg(text: str) -> ZoneConfig:
         raise ConfigError(f"invalid zone {text!r}: {exc.key}: {exc.reason}") from None
 
 
+def default_control_socket() -> Path:
+    """Where the control socket lives unless configured: a directory only its owner
+    can enter, under $XDG_RUNTIME_DIR, /run (root) or the temporary directory."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "nameserver" / "control.sock"
+    if os.geteuid() == 0:
+        return Path("/run/nameserver/control.sock")
+    return Path(tempfile.gettempdir()) / f"nameserver-{os.geteuid()}" / "control.sock"
+
+
 def with_overrides(
-    cfg: Config, listen: list[Listener] | None, zones: list[ZoneConfig] | None
+    cfg: Config,
+    listen: list[Listener] | None,
+    zones: list[ZoneConfig] | None,
+    workers: int | None = None,
+    control_socket: Path | None = None,
 ) -> Config:
-    """Apply command-line ``--listen``/``--zone`` values: when given (not ``None``) they
-    replace the configuration's lists rather than extending them."""
+    """Apply command-line values: when given (not ``None``) ``--listen``/``--zone``
+    replace the configuration's lists rather than extending them, and ``--workers``
+    and ``--control`` replace the configured values."""
     try:
+        if workers is not None:
+            cfg = dataclasses.replace(cfg, workers=_int("--workers", workers, 1, MAX_WORKERS))
+        if control_socket is not None:
+            cfg = dataclasses.replace(cfg, control_socket=control_socket.resolve())
         if listen is not None:
             cfg = dataclasses.replace(cfg, listen=_check_listeners("--listen", listen))
         if zones is not None:

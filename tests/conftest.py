@@ -143,7 +143,8 @@ def nameserver_factory(
         ipv6: bool = HAVE_IPV6,
     ) -> NameServer:
         def args_for_port(port: int) -> list[str]:
-            args = []
+            # Each server gets its own control socket, so tests can run side by side.
+            args = ["--control", str(workdir / f"control-{port}.sock")]
             if config is not None:
                 path = workdir / f"config-{port}.yaml"
                 path.write_text(config(port), encoding="utf-8")

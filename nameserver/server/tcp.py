@@ -304,8 +304,8 @@ class _DNSStreamProtocol(asyncio.Protocol):
                     logger.error("TCP: %d-byte response cannot be framed; closing connection", rlen)
                     self.close()
                     return
+                st.stats.queries_answered += 1  # before the write: a reader may look at once
                 self._transport.write(rlen.to_bytes(2, "big") + resp)  # type: ignore[union-attr]
-                st.stats.queries_answered += 1
             else:
                 st.stats.queries_dropped += 1
         except Exception:
@@ -332,13 +332,16 @@ async def start_tcp(
     reuse_port: bool = False,
     backlog: int = 1024,
     stats: TCPStats | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
     """Start answering DNS over TCP on ``host``:``port`` (``port`` 0 picks a free one).
 
     ``max_connections`` and ``max_queries_per_connection`` of 0 mean unlimited;
     an ``idle_timeout`` of 0 disables the idle timeout. Each message counts
     toward ``max_queries_per_connection``, whether answered or dropped.
-    Counters go to ``stats`` (also reachable via :func:`tcp_stats`).
+    Counters go to ``stats`` (also reachable via :func:`tcp_stats`). With ``sock``
+    (a bound TCP socket, e.g. inherited from the supervisor), ``host`` and ``port``
+    are ignored and that socket is served.
     """
     loop = asyncio.get_running_loop()
     state = _ServerState(
@@ -349,7 +352,8 @@ async def start_tcp(
         idle_timeout,
         max_queries_per_connection,
     )
-    sock = create_bound_socket(host, port, socket.SOCK_STREAM, reuse_port=reuse_port)
+    if sock is None:
+        sock = create_bound_socket(host, port, socket.SOCK_STREAM, reuse_port=reuse_port)
     try:
         server = await loop.create_server(
             functools.partial(_DNSStreamProtocol, state), sock=sock, backlog=backlog

@@ -138,6 +138,7 @@ async def start_udp(
     *,
     reuse_port: bool = False,
     stats: UDPStats | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.DatagramTransport:
     """Start answering DNS over UDP on ``host``:``port`` (``port`` 0 picks a free one).
 
@@ -145,7 +146,10 @@ async def start_udp(
     (reachable later as ``transport.get_protocol().stats``).
     """
     loop = asyncio.get_running_loop()
-    sock = create_bound_socket(host, port, socket.SOCK_DGRAM, reuse_port=reuse_port, bufsize=rcvbuf)
+    if sock is None:  # else: a bound socket handed over, e.g. inherited from the supervisor
+        sock = create_bound_socket(
+            host, port, socket.SOCK_DGRAM, reuse_port=reuse_port, bufsize=rcvbuf
+        )
     proto = _DNSDatagramProtocol(holder, stats if stats is not None else UDPStats())
     try:
         transport, _ = await loop.create_datagram_endpoint(lambda: proto, sock=sock)
