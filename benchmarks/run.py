@@ -1,0 +1,797 @@
+#!/usr/bin/env python3
+"""Benchmark our nameserver against Knot DNS and NSD with dnsperf, on loopback.
+
+    python benchmarks/run.py [--delegations 10000] [--queries 1000000] [--duration 20]
+                             [--rounds 3] [--servers ours,knot,nsd]
+                             [--mix tld-do,tld,random-do] [--pin]
+
+Generates (or reuses) a zone and query files in benchmarks/out/, starts every server on its
+own loopback port, runs dnsperf against each server in turn for every mix, round after round,
+and prints medians.  The same report goes to benchmarks/out/latest.md (per-run samples in
+latest.json, raw dnsperf output in latest-raw.log).  See benchmarks/README.md.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import refservers as rs  # noqa: E402
+
+ORIGIN = "coop."
+KNOWN_SERVERS = ("ours", "knot", "nsd")
+BASE_MIXES = ("tld", "random")
+MIX_SUFFIXES = {"": [], "do": ["-D"], "edns": ["-e"]}
+DEFAULT_OURS_CMD = "{python} -m nameserver serve --zone coop.={zone} --listen {address}@{port}"
+MB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mix:
+    name: str  # e.g. "tld-do"
+    base: str  # query file kind passed to genqueries.py --mix
+    flags: tuple[str, ...]  # extra dnsperf flags
+
+
+def parse_mix(text: str) -> Mix:
+    base, _, suffix = text.strip().partition("-")
+    if base not in BASE_MIXES or suffix not in MIX_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"bad mix {text!r}: expected one of {', '.join(BASE_MIXES)}"
+            f" optionally followed by -do (DNSSEC OK, implies EDNS) or -edns"
+        )
+    return Mix(text.strip(), base, tuple(MIX_SUFFIXES[suffix]))
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        items = [kind(x) for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        return items
+
+    return parse
+
+
+def _server_name(text: str) -> str:
+    name = text.strip()
+    if name not in KNOWN_SERVERS:
+        raise argparse.ArgumentTypeError(f"unknown server {name!r} (known: {KNOWN_SERVERS})")
+    return name
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--delegations", type=int, default=10000, help="delegations in the zone")
+    p.add_argument("--seed", type=int, default=1844, help="generator seed (genzone default)")
+    p.add_argument("--queries", type=int, default=1000000, help="queries per query file")
+    p.add_argument("--duration", type=float, default=20, help="seconds per dnsperf run (-l)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
+    p.add_argument(
+        "--servers",
+        type=_csv(_server_name),
+        default=list(KNOWN_SERVERS),
+        help="comma-separated subset of ours,knot,nsd",
+    )
+    p.add_argument(
+        "--mix",
+        type=_csv(parse_mix),
+        default=[parse_mix(m) for m in ("tld-do", "tld", "random-do")],
+        help="comma-separated mixes: tld|random [-do|-edns]",
+    )
+    p.add_argument("--pin", action="store_true", help="server on CPU 0, dnsperf on CPU 1")
+    p.add_argument("--clients", type=int, default=8, help="dnsperf -c")
+    p.add_argument("--outstanding", type=int, default=500, help="dnsperf -q")
+    p.add_argument("--timeout", type=float, default=5, help="dnsperf -t (query timeout, s)")
+    p.add_argument(
+        "--warmup", type=float, default=2, help="unrecorded dnsperf seconds per server first"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="knot udp-workers and nsd server-count (ours: put flags in --ours-cmd)",
+    )
+    p.add_argument(
+        "--ready-timeout", type=float, default=120, help="max seconds until a server answers"
+    )
+    p.add_argument(
+        "--ours-cmd",
+        default=DEFAULT_OURS_CMD,
+        help="command for our server; {python} {zone} {address} {port} {origin} are filled in",
+    )
+    p.add_argument("--out", type=Path, default=HERE / "out", help="output directory")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0 or args.queries < 1 or args.delegations < 1:
+        p.error("--rounds, --duration, --queries and --delegations must be positive")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        p.error("--pin needs at least 2 CPUs")
+    args.servers = list(dict.fromkeys(args.servers))
+    args.mix = list(dict.fromkeys(args.mix))
+    return args
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _supports_option(script: Path, option: str) -> bool:
+    res = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False
+    )
+    return option in res.stdout
+
+
+def ensure_generated(
+    target: Path, script: Path, script_args: list[str], sources: Sequence[Path] = ()
+) -> Path:
+    """Run ``script`` to produce ``target`` unless it exists from the same command and the
+    same generator sources (``script`` plus ``sources``; recorded in ``<target>.json``)."""
+    for src in (script, *sources):
+        if not src.exists():
+            raise SystemExit(f"error: generator {src} not found")
+    cmd = [str(script.relative_to(REPO)), *script_args]
+    manifest = target.with_name(target.name + ".json")
+    wanted = {
+        "cmd": cmd,
+        "sources_sha256": {src.name: _sha256(src) for src in (script, *sources)},
+    }
+    if target.exists() and manifest.exists():
+        with contextlib.suppress(ValueError, OSError):
+            if json.loads(manifest.read_text()) == wanted:
+                print(f"reusing {target.relative_to(REPO)}")
+                return target
+    tmp = target.with_name(target.name + ".tmp")
+    print(f"generating {target.relative_to(REPO)} ...", flush=True)
+    t0 = time.monotonic()
+    try:
+        subprocess.run(
+            [sys.executable, str(script), *script_args, "-o", str(tmp)], check=True, cwd=REPO
+        )
+    except subprocess.CalledProcessError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(f"error: {script.name} failed with status {exc.returncode}") from exc
+    tmp.replace(target)
+    manifest.write_text(json.dumps(wanted, indent=1) + "\n")
+    print(f"  done in {time.monotonic() - t0:.1f} s", flush=True)
+    return target
+
+
+def prepare_inputs(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    genzone, genqueries = HERE / "genzone.py", HERE / "genqueries.py"
+    n, seed = args.delegations, args.seed
+    zone = ensure_generated(
+        out / f"coop-d{n}-s{seed}.zone",
+        genzone,
+        ["--delegations", str(n), "--seed", str(seed)],
+    )
+    query_seed = ["--seed", str(seed)] if _supports_option(genqueries, "--seed") else []
+    queries = {}
+    for base in sorted({m.base for m in args.mix}):
+        queries[base] = ensure_generated(
+            out / f"queries-d{n}-s{seed}-{base}-n{args.queries}.txt",
+            genqueries,
+            ["--delegations", str(n), "--count", str(args.queries), "--mix", base, *query_seed],
+            sources=[genzone],  # genqueries re-derives the delegation names with genzone
+        )
+    return zone, queries
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+# --------------------------------------------------------------------------------------------
+
+
+def start_server(name: str, zone: Path, port: int, args: argparse.Namespace) -> rs.RefServer:
+    cpus = {0} if args.pin else None
+    if name == "knot":
+        return rs.start_knot(zone, ORIGIN, port, udp_workers=args.workers, cpus=cpus)
+    if name == "nsd":
+        return rs.start_nsd(zone, ORIGIN, port, server_count=args.workers, cpus=cpus)
+    fields = {
+        "python": sys.executable,
+        "zone": str(zone),
+        "address": "127.0.0.1",
+        "port": str(port),
+        "origin": ORIGIN,
+    }
+    argv = [token.format(**fields) for token in shlex.split(args.ours_cmd)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return rs.start_process("ours", argv, ORIGIN, port, cwd=REPO, env=env, cpus=cpus)
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {
+        "knotd": rs.knotd_version() or "not installed",
+        "nsd": rs.nsd_version() or "not installed",
+    }
+    try:
+        res = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True, check=False)
+        match = re.search(r"Version\s+(\S+)", res.stdout + res.stderr)
+        versions["dnsperf"] = match.group(1) if match else "unknown"
+    except OSError:
+        versions["dnsperf"] = "not installed"
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+# --------------------------------------------------------------------------------------------
+# dnsperf
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DnsperfResult:
+    sent: int
+    completed: int
+    lost: int
+    qps: float
+    runtime_s: float
+    avg_latency_s: float | None = None
+    min_latency_s: float | None = None
+    max_latency_s: float | None = None
+    stddev_latency_s: float | None = None
+    request_size: int | None = None
+    response_size: int | None = None
+    rcodes: dict[str, int] = field(default_factory=dict)
+
+
+def _grab(pattern: str, text: str) -> re.Match[str] | None:
+    return re.search(pattern, text, re.MULTILINE)
+
+
+def parse_dnsperf(text: str) -> DnsperfResult:
+    """Parse the "Statistics:" block of dnsperf 2.x output."""
+    needed = {
+        "sent": r"^\s*Queries sent:\s+(\d+)",
+        "completed": r"^\s*Queries completed:\s+(\d+)",
+        "lost": r"^\s*Queries lost:\s+(\d+)",
+        "qps": r"^\s*Queries per second:\s+([\d.]+)",
+        "runtime_s": r"^\s*Run time \(s\):\s+([\d.]+)",
+    }
+    values: dict[str, Any] = {}
+    for key, pattern in needed.items():
+        match = _grab(pattern, text)
+        if match is None:
+            raise ValueError(f"dnsperf output lacks {key!r}")
+        values[key] = float(match.group(1)) if key in ("qps", "runtime_s") else int(match[1])
+    result = DnsperfResult(**values)
+    if m := _grab(r"^\s*Average Latency \(s\):\s+([\d.]+) \(min ([\d.]+), max ([\d.]+)\)", text):
+        result.avg_latency_s, result.min_latency_s, result.max_latency_s = map(float, m.groups())
+    if m := _grab(r"^\s*Latency StdDev \(s\):\s+([\d.]+)", text):
+        result.stddev_latency_s = float(m[1])
+    if m := _grab(r"^\s*Average packet size:\s+request (\d+), response (\d+)", text):
+        result.request_size, result.response_size = int(m[1]), int(m[2])
+    if m := _grab(r"^\s*Response codes:\s+(.*)$", text):
+        result.rcodes = {k: int(v) for k, v in re.findall(r"([A-Z0-9]+) (\d+) \(", m[1])}
+    return result
+
+
+def dnsperf_command(port: int, queryfile: Path, duration: float, mix: Mix, args: Any) -> list[str]:
+    cmd = [
+        "dnsperf",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(queryfile),
+        "-l",
+        f"{duration:g}",
+        "-c",
+        str(args.clients),
+        "-q",
+        str(args.outstanding),
+        "-t",
+        f"{args.timeout:g}",
+        "-O",
+        "suppress=timeouts",
+        *mix.flags,
+    ]
+    if args.pin:
+        cmd = ["taskset", "-c", "1", *cmd]
+    return cmd
+
+
+def udp_counters() -> dict[str, int]:
+    """The Udp: line of /proc/net/snmp (this network namespace, all sockets)."""
+    with open("/proc/net/snmp") as fh:
+        rows = [line.split() for line in fh if line.startswith("Udp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+
+
+@dataclass
+class Sample:
+    server: str
+    mix: str
+    round: int
+    ok: bool
+    error: str | None = None
+    dnsperf: DnsperfResult | None = None
+    cpu_s: float | None = None
+    cpu_us_per_query: float | None = None
+    cpu_util: float | None = None
+    rss_bytes: int | None = None
+    pss_bytes: int | None = None
+    rcvbuf_errors: int | None = None
+    wall_s: float | None = None
+
+
+def _exit_text(srv: rs.RefServer) -> str:
+    rc = srv.returncode
+    text = f"status {rc}"
+    if rc is not None and rc <= 0:
+        text += "; it was stopped by a signal or asked to shut down, perhaps from outside"
+    return f"{text}; log tail:\n{srv.log_tail()}"
+
+
+def measure(
+    srv: rs.RefServer,
+    mix: Mix,
+    queryfile: Path,
+    rnd: int,
+    duration: float,
+    args: argparse.Namespace,
+    raw: TextIO,
+) -> Sample:
+    sample = Sample(srv.name, mix.name, rnd, ok=False)
+    if not srv.alive():
+        sample.error = f"server had exited ({_exit_text(srv)})"
+        return sample
+    cmd = dnsperf_command(srv.port, queryfile, duration, mix, args)
+    udp0, cpu0, t0 = udp_counters(), srv.cpu_seconds(), time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=duration + args.timeout + 60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        sample.error = f"dnsperf hung: {exc}"
+        return sample
+    wall = time.monotonic() - t0
+    cpu1, udp1 = srv.cpu_seconds(), udp_counters()
+    raw.write(f"### {srv.name} {mix.name} round {rnd}: {shlex.join(cmd)}\n")
+    raw.write(proc.stdout + proc.stderr + "\n")
+    raw.flush()
+    if not srv.alive():
+        sample.error = f"server exited during the run ({_exit_text(srv)})"
+        return sample
+    try:
+        result = parse_dnsperf(proc.stdout)
+    except ValueError as exc:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
+        sample.error = f"dnsperf exit {proc.returncode}: {exc}\n{tail}"
+        return sample
+    sample.ok = True
+    sample.dnsperf = result
+    sample.wall_s = wall
+    sample.cpu_s = cpu1 - cpu0
+    sample.cpu_util = sample.cpu_s / result.runtime_s if result.runtime_s > 0 else None
+    if result.completed:
+        sample.cpu_us_per_query = sample.cpu_s * 1e6 / result.completed
+    sample.rss_bytes = srv.rss_bytes()
+    sample.pss_bytes = srv.pss_bytes()
+    sample.rcvbuf_errors = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
+    return sample
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Startup:
+    server: str
+    ok: bool
+    port: int | None = None
+    ready_s: float | None = None
+    pids: list[int] = field(default_factory=list)
+    rss_bytes: int | None = None
+    pss_bytes: int | None = None
+    error: str | None = None
+
+
+def _median(values: list[float | int | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+def summarize(samples: list[Sample]) -> dict[tuple[str, str], dict[str, Any]]:
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.server, s.mix), []).append(s)
+    summary: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, group in groups.items():
+        good = [s for s in group if s.ok and s.dnsperf is not None]
+        rcodes: dict[str, int] = {}
+        for s in good:
+            assert s.dnsperf is not None
+            for code, count in s.dnsperf.rcodes.items():
+                rcodes[code] = rcodes.get(code, 0) + count
+        summary[key] = {
+            "runs": len(good),
+            "failed": len(group) - len(good),
+            "qps": _median([s.dnsperf.qps for s in good if s.dnsperf]),
+            "cpu_us": _median([s.cpu_us_per_query for s in good]),
+            "cpu_util": _median([s.cpu_util for s in good]),
+            "lat_ms": _median(
+                [
+                    s.dnsperf.avg_latency_s * 1000
+                    for s in good
+                    if s.dnsperf and s.dnsperf.avg_latency_s is not None
+                ]
+            ),
+            "lost": _median([s.dnsperf.lost for s in good if s.dnsperf]),
+            "sent": _median([s.dnsperf.sent for s in good if s.dnsperf]),
+            "rcvbuf": _median([s.rcvbuf_errors for s in good]),
+            "rss_mb": _median([s.rss_bytes / MB for s in good if s.rss_bytes is not None]),
+            "pss_mb": _median([s.pss_bytes / MB for s in good if s.pss_bytes is not None]),
+            "rcodes": rcodes,
+        }
+    return summary
+
+
+def _rcode_text(rcodes: dict[str, int]) -> str:
+    total = sum(rcodes.values())
+    if not total:
+        return "–"
+    ordered = sorted(rcodes.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{code} {100 * count / total:.1f}%" for code, count in ordered)
+
+
+def render_report(
+    args: argparse.Namespace,
+    startups: dict[str, Startup],
+    samples: list[Sample],
+    *,
+    interrupted: bool,
+) -> tuple[str, str]:
+    """Return (tables, failures) as Markdown text."""
+    summary = summarize(samples)
+    parts: list[str] = []
+
+    rows = []
+    for mix in args.mix:
+        for server in args.servers:
+            st = summary.get((server, mix.name))
+            if st is None:
+                continue
+            rows.append(
+                [
+                    server,
+                    mix.name,
+                    _fmt(st["qps"], ",.0f"),
+                    _fmt(st["cpu_us"], ".1f"),
+                    _fmt(None if st["cpu_util"] is None else 100 * st["cpu_util"], ".0f"),
+                    _fmt(st["lat_ms"], ".3f"),
+                    _fmt(st["lost"], ",.0f"),
+                    _fmt(st["rcvbuf"], ",.0f"),
+                    _fmt(st["rss_mb"], ".1f"),
+                    _fmt(st["pss_mb"], ".1f"),
+                    f"{st['runs']}" + (f" ({st['failed']} failed)" if st["failed"] else ""),
+                    _rcode_text(st["rcodes"]),
+                ]
+            )
+    header = [
+        "server",
+        "mix",
+        "qps",
+        "CPU µs/q",
+        "srv CPU %",
+        "avg lat ms",
+        "lost",
+        "rcvbuf errs",
+        "RSS MB",
+        "PSS MB",
+        "runs",
+        "rcodes",
+    ]
+    parts.append("### Medians per (server, mix)\n\n" + (_table(header, rows) if rows else "none"))
+
+    ratio_rows = []
+    for mix in args.mix:
+        ours = summary.get(("ours", mix.name))
+        for base in ("knot", "nsd"):
+            ref = summary.get((base, mix.name))
+            if ours is None or ref is None:
+                continue
+
+            def ratio(key: str, o: dict[str, Any] = ours, r: dict[str, Any] = ref) -> str:
+                if o[key] is None or not r[key]:
+                    return "–"
+                return f"{o[key] / r[key]:.2f}"
+
+            ratio_rows.append(
+                [
+                    mix.name,
+                    f"ours/{base}",
+                    ratio("qps"),
+                    ratio("cpu_us"),
+                    ratio("lat_ms"),
+                    ratio("rss_mb"),
+                    ratio("pss_mb"),
+                ]
+            )
+    if ratio_rows:
+        parts.append(
+            "### Ratios (ours / reference; qps: higher is better, the rest: lower is better)\n\n"
+            + _table(["mix", "ratio", "qps", "CPU µs/q", "avg lat", "RSS", "PSS"], ratio_rows)
+        )
+    elif "ours" in args.servers:
+        parts.append("### Ratios\n\nnone: ours or the references have no successful runs")
+
+    start_rows = []
+    for name in args.servers:
+        su = startups.get(name)
+        if su is None:
+            start_rows.append([name, "not started", "–", "–", "–", "–"])
+            continue
+        start_rows.append(
+            [
+                name,
+                "ok" if su.ok else "FAILED",
+                _fmt(su.ready_s, ".3f"),
+                " ".join(map(str, su.pids)) or "–",
+                _fmt(None if su.rss_bytes is None else su.rss_bytes / MB, ".1f"),
+                _fmt(None if su.pss_bytes is None else su.pss_bytes / MB, ".1f"),
+            ]
+        )
+    parts.append(
+        "### Startup (spawn -> first NOERROR SOA answer; memory then, before load)\n\n"
+        + _table(["server", "start", "first answer s", "pids", "RSS MB", "PSS MB"], start_rows)
+    )
+
+    failures = []
+    for su in startups.values():
+        if not su.ok:
+            failures.append(f"- **{su.server} failed to start**:\n\n```\n{su.error}\n```")
+    for s in samples:
+        if not s.ok:
+            failures.append(
+                f"- **{s.server} {s.mix} round {s.round} failed**:\n\n```\n{s.error}\n```"
+            )
+    if interrupted:
+        failures.append("- **interrupted** (Ctrl-C / SIGTERM): results are partial")
+    return "\n\n".join(parts), "\n".join(failures)
+
+
+def write_markdown(
+    path: Path,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    versions: dict[str, str],
+    tables: str,
+    failures: str,
+    zone: Path | None,
+    queries: dict[str, Path],
+) -> None:
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    cmdline = shlex.join([Path(sys.executable).name, *argv])
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- date: {now}",
+        f"- command: `{cmdline}`",
+        f"- git: {git_revision()}",
+        f"- nproc: {len(os.sched_getaffinity(0))} (CPU: {cpu_model}; kernel {platform.release()})",
+        f"- versions: knotd `{versions['knotd']}`, nsd `{versions['nsd']}`,"
+        f" dnsperf {versions['dnsperf']}, python {versions['python']}",
+        f"- zone: {zone.name if zone else '–'} ({args.delegations} delegations, seed {args.seed})",
+        f"- query files: {', '.join(p.name for p in queries.values()) or '–'}",
+        f"- dnsperf: -l {args.duration:g} -c {args.clients} -q {args.outstanding}"
+        f" -t {args.timeout:g}; {args.rounds} round(s); pinned: {'yes' if args.pin else 'no'};"
+        f" knot udp-workers / nsd server-count: {args.workers}",
+        "",
+        tables,
+        "",
+    ]
+    if failures:
+        lines += ["### Failures", "", failures, ""]
+    path.write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    args = parse_args(argv[1:])
+    if shutil.which("dnsperf") is None:
+        print("error: dnsperf not found (Debian package dnsperf)", file=sys.stderr)
+        return 2
+    if args.pin and shutil.which("taskset") is None:
+        print("error: --pin needs taskset (util-linux)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    versions = tool_versions()
+    servers: dict[str, rs.RefServer] = {}
+    startups: dict[str, Startup] = {}
+    samples: list[Sample] = []
+    interrupted = False
+    zone: Path | None = None
+    queries: dict[str, Path] = {}
+    out: Path = args.out
+    try:
+        zone, queries = prepare_inputs(args)
+        raw = open(out / "latest-raw.log", "w")  # noqa: SIM115 - closed below
+        try:
+            for name in args.servers:
+                su = startups[name] = Startup(name, ok=False)
+                try:
+                    su.port = rs.free_port()
+                    srv = start_server(name, zone, su.port, args)
+                    servers[name] = srv
+                    su.ready_s = srv.wait_ready(args.ready_timeout)
+                except rs.ServerStartError as exc:
+                    su.error = str(exc)
+                    print(f"\n*** {name}: FAILED TO START ***\n{exc}\n", file=sys.stderr)
+                    if name in servers:
+                        servers.pop(name).stop()
+                    continue
+                su.ok = True
+                su.pids = srv.pids()
+                su.rss_bytes, su.pss_bytes = srv.rss_bytes(), srv.pss_bytes()
+                print(
+                    f"{name}: pid {srv.pid} on 127.0.0.1@{srv.port}, "
+                    f"first answer after {su.ready_s:.3f} s",
+                    flush=True,
+                )
+            if not servers:
+                print("error: no server could be started", file=sys.stderr)
+            elif args.warmup > 0:
+                first = args.mix[0]
+                for name, srv in servers.items():
+                    print(f"warm-up {name} ({args.warmup:g} s)", flush=True)
+                    measure(srv, first, queries[first.base], 0, args.warmup, args, raw)
+
+            order = [n for n in args.servers if n in servers]
+            total = args.rounds * len(order) * len(args.mix)
+            done = 0
+            for rnd in range(1, args.rounds + 1):
+                # Rotate the order each round so position effects hit everyone alike.
+                shift = (rnd - 1) % len(order) if order else 0
+                for name in order[shift:] + order[:shift]:
+                    srv = servers[name]
+                    for mix in args.mix:
+                        done += 1
+                        print(
+                            f"[{done}/{total}] round {rnd} {name} {mix.name} ...",
+                            end=" ",
+                            flush=True,
+                        )
+                        s = measure(srv, mix, queries[mix.base], rnd, args.duration, args, raw)
+                        samples.append(s)
+                        if s.ok and s.dnsperf:
+                            print(
+                                f"{s.dnsperf.qps:,.0f} qps, {s.cpu_us_per_query or 0:.1f} µs/q,"
+                                f" lost {s.dnsperf.lost}, rcvbuf errs {s.rcvbuf_errors}",
+                                flush=True,
+                            )
+                        else:
+                            print(f"FAILED: {s.error}", flush=True)
+        finally:
+            raw.close()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted; stopping servers", file=sys.stderr)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    tables, failures = render_report(args, startups, samples, interrupted=interrupted)
+    print("\n" + tables)
+    if failures:
+        print("\n### Failures\n\n" + failures)
+    if zone is not None:
+        md = out / "latest.md"
+        write_markdown(md, args, argv, versions, tables, failures, zone, queries)
+        (out / "latest.json").write_text(
+            json.dumps(
+                {
+                    "argv": argv,
+                    "versions": versions,
+                    "startups": [asdict(s) for s in startups.values()],
+                    "samples": [asdict(s) for s in samples],
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+        print(f"\nwrote {md.relative_to(REPO) if md.is_relative_to(REPO) else md}")
+    if interrupted:
+        return 130
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

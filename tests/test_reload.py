@@ -1,0 +1,190 @@
+"""Reloads while queries keep coming: none lost, none mixed, errors reported, old zone kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+ZONE = """$ORIGIN coop.
+$TTL 300
+@ SOA ns1.nic hostmaster.nic {serial} 7200 3600 1209600 900
+@ NS ns1.nic
+@ NS ns2.nic
+ns1.nic A 192.0.2.1
+ns2.nic A 192.0.2.2
+; the serial is also spelled in the data: an answer mixing two snapshots would show
+serial.nic CNAME s{serial}.nic
+s{serial}.nic TXT "{serial}"
+"""
+
+
+def write_zone(path: Path, serial: int, extra: str = "") -> None:
+    path.write_text(ZONE.format(serial=serial) + extra)
+
+
+def ctl(server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nameserver", *args, "--control", str(server.control)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+
+
+def soa_serial(port: int, tcp: bool = False) -> int:
+    q = dns.message.make_query("coop", "SOA")
+    fn = dns.query.tcp if tcp else dns.query.udp
+    r = fn(q, "127.0.0.1", port=port, timeout=2)
+    return r.answer[0][0].serial
+
+
+@pytest.fixture
+def served(nameserver_factory, tmp_path):
+    zone = tmp_path / "coop.zone"
+    write_zone(zone, 1)
+    server = nameserver_factory(zone=zone, ipv6=False)
+    server.zone = zone
+    server.control = next(server.stderr_path.parent.glob(f"control-{server.port}.sock"))
+    return server
+
+
+def test_status_reports_zone_and_workers(served) -> None:
+    out = ctl(served, "status")
+    assert out.returncode == 0, out.stderr
+    assert "zone coop.: serial 1, 7 records" in out.stdout
+    assert f"127.0.0.1@{served.port}" in out.stdout
+
+
+def test_reload_serves_new_serial(served) -> None:
+    write_zone(served.zone, 2)
+    out = ctl(served, "reload")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "zone coop.: serial 2 loaded" in out.stdout
+    assert soa_serial(served.port) == 2
+    assert soa_serial(served.port, tcp=True) == 2
+
+
+def test_sighup_reloads(served) -> None:
+    write_zone(served.zone, 3)
+    os.kill(served.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while soa_serial(served.port) != 3:
+        assert time.monotonic() < deadline, "SIGHUP did not reload"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("breakage", "reason"), [
+    ("bad.nic A 1.2.3\n", "bad A data"),
+    ("serial.nic A 192.0.2.9\n", "CNAME at serial.nic.coop. beside other data"),
+    ("( unclosed\n", "is never closed"),
+])
+def test_broken_zone_is_refused_and_old_serial_kept(served, breakage: str, reason: str) -> None:
+    write_zone(served.zone, 4, breakage)
+    out = ctl(served, "reload")
+    assert out.returncode == 1
+    assert reason in out.stdout
+    assert f"{served.zone}:" in out.stdout  # file:line
+    assert "still serving serial 1" in out.stdout
+    assert soa_serial(served.port) == 1
+    write_zone(served.zone, 5)  # fixed: the next reload goes through
+    assert ctl(served, "reload").returncode == 0
+    assert soa_serial(served.port) == 5
+
+
+def test_reload_of_unknown_zone_is_an_error(served) -> None:
+    out = ctl(served, "reload", "example.")
+    assert out.returncode == 1 and "no zone example. is configured" in out.stdout
+
+
+def test_stop(served) -> None:
+    assert ctl(served, "stop").returncode == 0
+    assert served.proc.wait(10) == 0
+    assert not served.control.exists()
+
+
+def test_no_query_lost_or_mixed_during_many_reloads(served) -> None:
+    """UDP and TCP clients query all along while the zone is reloaded 15 times."""
+    port = served.port
+    stop = threading.Event()
+    failures: list[str] = []
+    counts = {"udp": 0, "tcp": 0}
+    serials: set[int] = set()
+
+    def check(q: dns.message.Message, r: dns.message.Message) -> None:
+        """One snapshot per answer: the CNAME's target names the serial the TXT holds."""
+        if r.id != q.id:
+            failures.append(f"answer {r.id} to query {q.id}")
+            return
+        cname = [x for x in r.answer if x.rdtype == dns.rdatatype.CNAME]
+        txt = [x for x in r.answer if x.rdtype == dns.rdatatype.TXT]
+        if len(cname) != 1 or len(txt) != 1:
+            failures.append(f"incomplete answer: {r.answer}")
+            return
+        serial = int(txt[0][0].strings[0])
+        if cname[0][0].target.labels[0] != f"s{serial}".encode():
+            failures.append(f"mixed answer: {cname[0][0].target} with TXT {serial}")
+        serials.add(serial)
+
+    def udp_client() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            while not stop.is_set():
+                q = dns.message.make_query("serial.nic.coop", "TXT")
+                s.sendto(q.to_wire(), ("127.0.0.1", port))
+                try:
+                    check(q, dns.message.from_wire(s.recv(4096)))
+                except TimeoutError:
+                    failures.append(f"UDP query {q.id} unanswered")
+                counts["udp"] += 1
+
+    def tcp_client() -> None:
+        while not stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    for _ in range(20):
+                        q = dns.message.make_query("serial.nic.coop", "TXT")
+                        wire = q.to_wire()
+                        s.sendall(struct.pack("!H", len(wire)) + wire)
+                        n = struct.unpack("!H", _recv(s, 2))[0]
+                        check(q, dns.message.from_wire(_recv(s, n)))
+                        counts["tcp"] += 1
+            except OSError as e:
+                failures.append(f"TCP: {e}")
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (udp_client, tcp_client)]
+    for t in threads:
+        t.start()
+    for serial in range(10, 25):
+        write_zone(served.zone, serial)
+        out = ctl(served, "reload")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert soa_serial(port) == serial
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert not failures, failures[:10]
+    assert counts["udp"] > 1000 and counts["tcp"] > 100, counts
+    assert len(serials) > 5  # the clients really saw the reloads
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            raise OSError("connection closed")
+        data += chunk
+    return data
