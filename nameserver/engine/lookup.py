@@ -38,8 +38,9 @@ class Answer:
 def lookup(zone: Zone, qname: WireName, qtype: int, do: bool = False) -> Answer:
     """Answer ``qname``/``qtype`` (class IN) from ``zone``, which contains ``qname``.
 
-    ``do`` is the DNSSEC OK bit: with it, referrals carry the DS RRset, and in a
-    signed zone negative and wildcard answers carry their NSEC3 or NSEC proofs.
+    ``do`` is the DNSSEC OK bit: with it, in a signed zone, referrals carry the DS
+    RRset (or the proof of its absence) and negative and wildcard answers carry their
+    NSEC3 or NSEC proofs. An unsigned zone answers DO queries as it answers others.
     (RRSIGs are attached to every RRset; the renderer writes them when ``do``.)
     """
     return _Lookup(zone, qtype, do).run(qname)
@@ -154,11 +155,11 @@ class _Lookup:
             ans.aa = False
         ns = cut.rrsets[NS]
         ans.authority.append(ns)
-        if self.do:
+        if self.proofs:  # a signed zone and DO: the DS, or the proof there is none
             ds = cut.rrsets.get(DS)
             if ds is not None:
                 ans.authority.append(ds)
-            elif self.proofs:
+            else:
                 ans.authority.extend(denial.insecure_referral(self.zone, cut.name.key))
         required: list[RRset] = []
         optional: list[RRset] = []
