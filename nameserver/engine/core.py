@@ -66,6 +66,10 @@ class Engine:
         self.udp_payload = udp_payload
         self.cache_entries = cache_entries
         self.cache: dict[tuple[bytes, bytes, int, int, int], tuple[bytes, bytes]] = {}
+        # Responses by (QTYPE and QCLASS as 4 wire bytes, or b"" if unreadable; RCODE
+        # without the EDNS extension) and messages dropped unanswered: for metrics.
+        self.counts: dict[tuple[bytes, int], int] = {}
+        self.dropped = 0
         self.nsid = identity.nsid.encode() if identity and identity.nsid else None
         self.chaos: dict[bytes, bytes] = {}
         if identity is not None:
@@ -132,6 +136,9 @@ class Engine:
         )
         hit = self.cache.get(key)
         if hit is not None:
+            counts = self.counts
+            ckey = (key[1], hit[0][1] & 0x0F)
+            counts[ckey] = counts.get(ckey, 0) + 1
             return wire[:2] + hit[0] + wire[12:qend] + hit[1]
         response = self.respond(wire, over_tcp)
         # Only positive and NODATA answers and referrals are kept: a flood of random
@@ -146,7 +153,16 @@ class Engine:
     # -- general path ------------------------------------------------------------------
 
     def respond(self, wire: bytes, over_tcp: bool = False) -> bytes | None:
-        """Answer one message by the general path (no cache)."""
+        """Answer one message by the general path (no cache), counting it."""
+        response = self._respond(wire, over_tcp)
+        if response is None:
+            self.dropped += 1
+        else:
+            ckey = (_qtype_of(response), response[3] & 0x0F)
+            self.counts[ckey] = self.counts.get(ckey, 0) + 1
+        return response
+
+    def _respond(self, wire: bytes, over_tcp: bool) -> bytes | None:
         try:
             q = parse_query(wire)
         except Drop:
@@ -215,6 +231,16 @@ class Engine:
             + (b"\x00\x01" if opt else b"\x00\x00")
         )
         return header + question + rr + (opt or b"")
+
+
+def _qtype_of(response: bytes) -> bytes:
+    """QTYPE and QCLASS of a response's question (4 bytes), or b"" if it has none."""
+    if response[4:6] != b"\x00\x01":
+        return b""
+    i = 12
+    while response[i]:
+        i += response[i] + 1
+    return response[i + 1 : i + 5]
 
 
 def _scan_options(wire: bytes, i: int) -> bool | None:

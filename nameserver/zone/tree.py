@@ -160,6 +160,7 @@ class Zone:
         "record_count",
         "nsec3",
         "nsec",
+        "earliest_expiry",
     )
 
     def __init__(self, origin: WireName, apex: Node, source: str, record_count: int):
@@ -177,6 +178,8 @@ class Zone:
         # Denial-of-existence indexes of a signed zone (nameserver.zone.denial).
         self.nsec3: Nsec3Chain | None = None
         self.nsec: NsecChain | None = None
+        # The soonest RRSIG expiration (POSIX seconds) of a signed zone, for monitoring.
+        self.earliest_expiry: int | None = None
 
     def relative_labels(self, key: bytes) -> list[bytes]:
         """Labels of ``key`` below the origin, nearest the origin first."""
