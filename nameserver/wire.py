@@ -73,8 +73,9 @@ class Compressor:
     def __init__(self) -> None:
         self.table: dict[bytes, int] = {}
 
-    def add_question(self, qname_key: bytes, offset: int = 12) -> None:
-        i = 0
+    def add_question(self, qname_key: bytes, offset: int = 12, start: int = 0) -> None:
+        """Make the question name's suffixes from byte ``start`` on available as targets."""
+        i = start
         table = self.table
         while qname_key[i]:
             table.setdefault(qname_key[i:], offset + i)

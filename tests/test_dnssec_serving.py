@@ -254,3 +254,18 @@ def test_nsec3_owner_names_are_not_names_of_the_zone(signed) -> None:
         pytest.skip("NSEC3 only")
     owner = nsec3_hash("www.nic.coop").lower() + ".coop"
     assert ask(engine, owner, "NSEC3").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_fast_path_equals_general_path_when_signed(signed) -> None:
+    """Referrals and NXDOMAIN are served by shape; their proofs must still be exact."""
+    _, engine, _ = signed
+    names = [f"r{i}x{'y' * (i % 5)}.coop" for i in range(60)]
+    names += [f"h{i}.example.coop" for i in range(20)] + [f"h{i}.signed.coop" for i in range(20)]
+    names += [f"q{i}.nic.coop" for i in range(20)] + [f"a.b{i}.ent.nic.coop" for i in range(10)]
+    for name in names:
+        for do in (True, False):
+            q = dns.message.make_query(name, "A", want_dnssec=do, use_edns=0)
+            wire = q.to_wire()
+            first = engine.handle(wire, False)
+            assert first == engine.respond(wire, False), name
+            assert engine.handle(wire, False) == first

@@ -472,8 +472,24 @@ def test_cache_is_bounded() -> None:
     assert len(engine.cache) == 10
 
 
-def test_random_names_are_not_cached() -> None:
+def test_random_names_share_one_entry_per_shape() -> None:
+    """A flood of random names cannot fill the cache: NXDOMAIN answers of an unsigned
+    zone depend only on the length of the name, referrals only on the cut and length."""
     engine = Engine([ZONE])
     for i in range(100):
-        engine.handle(query(f"random{i}.coop").to_wire(), False)
-    assert not engine.cache
+        engine.handle(query(f"random{i:03d}.coop").to_wire(), False)
+        engine.handle(query(f"host{i:03d}.example.coop").to_wire(), False)
+    assert len(engine.cache) == 2
+
+
+def test_shapes_serve_the_general_answer() -> None:
+    """Names of one shape but different spelling get byte-identical answers either way."""
+    engine = Engine([ZONE])
+    names = [f"{p}.coop" for p in ("aaaa", "ns1x", "zz-9", "a.bb", "ns1.example")]
+    names += [f"{p}.example.coop" for p in ("www", "ns1", "ns2", "a.b", "NS1", "mail")]
+    names += [f"{p}.many.coop" for p in ("www", "ns01", "ns02", "x")]
+    for name in names:
+        for kw in ({"edns": None}, {}, {"do": True}, {"payload": 512}):
+            for rdtype in ("A", "NS", "DS", "MX"):
+                wire = query(name, rdtype, **kw).to_wire()
+                assert engine.handle(wire, False) == engine.respond(wire, False), name

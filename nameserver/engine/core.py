@@ -21,6 +21,7 @@ from typing import Protocol
 
 import dns.name
 
+from nameserver.engine import denial
 from nameserver.engine.lookup import lookup
 from nameserver.engine.query import Drop, FormErr, parse_query
 from nameserver.engine.render import opt_record, render_answer, render_error, response_flags
@@ -29,10 +30,10 @@ from nameserver.zone.tree import Zone
 
 NOERROR, FORMERR, NOTIMP, REFUSED, BADVERS = 0, 1, 4, 5, 16
 CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
-TXT, AXFR, IXFR, ANY = 16, 252, 251, 255
+TXT, DS, AXFR, IXFR, ANY = 16, 43, 252, 251, 255
 NSID = 3
 MAX_TCP = 65535
-DEFAULT_CACHE_ENTRIES = 100_000
+DEFAULT_CACHE_ENTRIES = 250_000  # ~150 bytes each beside the shared answer bytes
 
 
 class IdentityLike(Protocol):
@@ -127,28 +128,63 @@ class Engine:
                 )
         else:
             return self.respond(wire, over_tcp)
-        key = (
-            wire[12:end].lower(),
-            wire[end:qend],
-            (wire[2] & 0x01) | (wire[3] & 0x10),
-            edns,
-            limit,
-        )
-        hit = self.cache.get(key)
+        qkey = wire[12:end].lower()
+        qtc = wire[end:qend]
+        flags = (wire[2] & 0x01) | (wire[3] & 0x10)
+        cache = self.cache
+        key: tuple[object, ...] = (qkey, qtc, flags, edns, limit)
+        hit = cache.get(key)
+        shape = None
+        if hit is None and qtc[2:] == b"\x00\x01":
+            shape = self._shape(qkey, int.from_bytes(qtc[:2], "big"), edns & 2)
+            if shape is not None:
+                # The bytes after the question depend on the question only through its
+                # length (Answer.anchor): one entry serves every name of that shape.
+                exact, key = key, (shape, end - 12, flags, edns, limit)
+                hit = cache.get(key)
+                if hit is not None and shape[0] == "R" and len(cache) < self.cache_entries:
+                    cache[exact] = hit  # names below a cut recur: next time, one look-up
         if hit is not None:
             counts = self.counts
-            ckey = (key[1], hit[0][1] & 0x0F)
+            ckey = (qtc, hit[0][1] & 0x0F)
             counts[ckey] = counts.get(ckey, 0) + 1
             return wire[:2] + hit[0] + wire[12:qend] + hit[1]
         response = self.respond(wire, over_tcp)
-        # Only positive and NODATA answers and referrals are kept: a flood of random
-        # names must not push out the answers that are asked again and again.
-        if response is not None and response[3] & 0x0F == NOERROR:
-            cache = self.cache
+        # Exact questions are kept only for positive and NODATA answers, so that a flood
+        # of random names cannot push out the answers asked again and again; shapes
+        # (referrals, NXDOMAIN) are few per zone cut or denial-chain gap.
+        if response is not None and (shape is not None or response[3] & 0x0F == NOERROR):
             if len(cache) >= self.cache_entries:
                 del cache[next(iter(cache))]
             cache[key] = (response[2:12], response[qend:])
         return response
+
+    def _shape(self, qkey: bytes, qtype: int, do: int) -> tuple[object, ...] | None:
+        """What a referral or NXDOMAIN answer for ``qkey`` depends on, or None for any
+        other answer. Mirrors the walk of :func:`nameserver.engine.lookup.lookup`; the
+        tests check that answers served by shape equal the general path's."""
+        zone = self.find_zone(qkey)
+        if zone is None or qtype in (AXFR, IXFR):
+            return None
+        node = zone.apex
+        if node.dname is not None:
+            return None
+        labels = zone.relative_labels(qkey)
+        last = len(labels) - 1
+        for depth, label in enumerate(labels):
+            child = node.children.get(label)
+            if child is None:
+                if node.wildcard is not None:
+                    return None
+                if do and denial.is_signed(zone):
+                    return ("N", *denial.nxdomain(zone, qkey, node.name.key))
+                return ("N", zone)
+            node = child
+            if node.cut and not (depth == last and qtype == DS):
+                return ("R", node)
+            if node.dname is not None and depth < last:
+                return None
+        return None
 
     # -- general path ------------------------------------------------------------------
 

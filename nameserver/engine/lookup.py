@@ -22,9 +22,16 @@ _ADDITIONAL_FOR = frozenset({NS, MX, SRV})
 
 class Answer:
     """What to put in each section. ``required`` counts the leading additional RRsets
-    that must fit or set TC (in-domain glue of a referral, RFC 9471)."""
+    that must fit or set TC (in-domain glue of a referral, RFC 9471).
 
-    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "required")
+    ``anchor`` is set for answers that depend on the question only through one of its
+    ancestors (a referral: the zone cut; NXDOMAIN: the zone's origin): the renderer
+    then compresses against the question from that name up only, so the bytes after
+    the question are the same for every question of that length, and the engine
+    can reuse them (see :meth:`nameserver.engine.core.Engine.handle`).
+    """
+
+    __slots__ = ("rcode", "aa", "answer", "authority", "additional", "required", "anchor")
 
     def __init__(self) -> None:
         self.rcode = NOERROR
@@ -33,6 +40,7 @@ class Answer:
         self.authority: list[RRset] = []
         self.additional: list[RRset] = []
         self.required = 0
+        self.anchor: bytes | None = None
 
 
 def lookup(zone: Zone, qname: WireName, qtype: int, do: bool = False) -> Answer:
@@ -136,6 +144,8 @@ class _Lookup:
         wildcard = encloser.wildcard
         if wildcard is not None:
             return self.at_node(wildcard, name, encloser)
+        if not self.ans.answer:
+            self.ans.anchor = self.zone.origin.key
         self.negative(NXDOMAIN, denial.nxdomain, name.key, encloser.name.key)
         return None
 
@@ -153,6 +163,7 @@ class _Lookup:
         ans = self.ans
         if not ans.answer:
             ans.aa = False
+            ans.anchor = cut.name.key
         ns = cut.rrsets[NS]
         ans.authority.append(ns)
         if self.proofs:  # a signed zone and DO: the DS, or the proof there is none

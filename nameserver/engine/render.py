@@ -86,7 +86,8 @@ def render_answer(
     out = bytearray(12)
     out += question
     comp = Compressor()
-    comp.add_question(qname_key)
+    anchor = ans.anchor
+    comp.add_question(qname_key, start=0 if anchor is None else len(qname_key) - len(anchor))
     room = limit - (len(opt) if opt else 0)
     ancount = _write_section(out, comp, ans.answer, do)
     nscount = _write_section(out, comp, ans.authority, do)
