@@ -244,7 +244,7 @@ def test_tool_ds_and_dnssec_referral(tool: str, server: NameServer) -> None:
     referral = dig(tool, server, "+dnssec", "www.signed.coop", "A")
     assert "aa" not in referral.flags
     types = [rr.split()[3] for rr in referral.records("AUTHORITY")]
-    assert types == ["NS", "DS"]
+    assert types == ["NS"]  # an unsigned zone's DS proves nothing: not sent (as Knot)
     assert referral.records("ADDITIONAL") == ["ns1.signed.coop. 3600 IN A 198.51.100.53"]
 
 
@@ -429,10 +429,11 @@ def test_ds_at_delegation(ask: Callable[..., dns.message.Message]) -> None:
     assert not unsigned.answer and rrs(unsigned.authority) == [SOA_NEG]
 
 
-def test_referral_carries_ds_only_with_do(ask: Callable[..., dns.message.Message]) -> None:
+def test_unsigned_zone_referral_has_no_ds(ask: Callable[..., dns.message.Message]) -> None:
+    # Signed zones send DS (with RRSIG) under DO: tests/test_dnssec_serving.py.
     with_do = ask("www.signed.coop", "A", do=True)
     assert not is_aa(with_do)
-    assert [dns.rdatatype.to_text(s.rdtype) for s in with_do.authority] == ["NS", "DS"]
+    assert [dns.rdatatype.to_text(s.rdtype) for s in with_do.authority] == ["NS"]
     assert rrs(with_do.additional) == ["ns1.signed.coop. 3600 IN A 198.51.100.53"]
     without = ask("www.signed.coop", "A")
     assert [dns.rdatatype.to_text(s.rdtype) for s in without.authority] == ["NS"]
