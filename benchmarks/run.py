@@ -29,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,7 +46,10 @@ ORIGIN = "coop."
 KNOWN_SERVERS = ("ours", "knot", "nsd")
 BASE_MIXES = ("tld", "random")
 MIX_SUFFIXES = {"": [], "do": ["-D"], "edns": ["-e"]}
-DEFAULT_OURS_CMD = "{python} -m nameserver serve --zone coop.={zone} --listen {address}@{port}"
+DEFAULT_OURS_CMD = (
+    "{python} -m nameserver serve --zone coop.={zone} --listen {address}@{port}"
+    " --workers {workers} --control {control}"
+)
 MB = 1024 * 1024
 
 
@@ -232,6 +236,9 @@ def start_server(name: str, zone: Path, port: int, args: argparse.Namespace) -> 
         "address": "127.0.0.1",
         "port": str(port),
         "origin": ORIGIN,
+        "workers": str(args.workers),
+        # A private control socket, so a benchmark never clashes with a running server.
+        "control": str(Path(tempfile.mkdtemp(prefix="nameserver-bench-")) / "control.sock"),
     }
     argv = [token.format(**fields) for token in shlex.split(args.ours_cmd)]
     env = dict(os.environ)
