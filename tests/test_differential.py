@@ -1210,14 +1210,6 @@ DELIBERATE: list[Deliberate] = [
         ),
     ),
     Deliberate(
-        "chaos-answers-authoritative",
-        "CH TXT id.server/hostname.bind/version.bind answers: we set AA (the server is the "
-        "authority for its own identity, as BIND does); Knot and NSD leave AA clear. RFC "
-        "4892 does not say.",
-        lambda c: c.qclass == CH,
-        lambda c, o, k: _flagset(o) == _flagset(k) | {"AA"} and _others_equal(o, k, "flags"),
-    ),
-    Deliberate(
         "chaos-any",
         "CH ANY for a configured identification name: we answer with the TXT record, as NSD "
         "does; Knot REFUSES everything but TXT there.",
@@ -1322,38 +1314,7 @@ def _add_opt(case: Case, ours: Norm) -> Norm:
     return replace(ours, edns=f"v0 udp=1232 flags={'DO' if case.do else ''} opts=")
 
 
-KNOWN_BUGS: list[KnownBug] = [
-    KnownBug(
-        "cd-bit-copied",
-        "We copy CD from the query into every response; RFC 4035 §3.1.6, the rule for "
-        "authoritative responses, says a security-aware name server SHOULD clear it, and Knot "
-        "and NSD clear it in every answer. (RFC 4035 §3 also says, in general, that a "
-        "security-aware name server MUST copy CD: the RFC contradicts itself; the specific "
-        "rule and both reference servers say clear. Lead to confirm.)",
-        lambda c: bool(c.flags & CD_FLAG),
-        _drop_cd,
-    ),
-    KnownBug(
-        "dname-synthesised-cname-chased-for-qtype-cname",
-        "QTYPE CNAME below a DNAME: we restart at the synthesised CNAME's target and answer "
-        "NXDOMAIN or NODATA (with the SOA) for it; Knot and NSD stop, the synthesised CNAME "
-        "being the answer: NOERROR with the DNAME and the CNAME only. A real CNAME with "
-        "QTYPE CNAME is the answer (RFC 1034 §4.3.2 step 3a restarts only when QTYPE is not "
-        "CNAME) and we treat it so, so the synthesised one should be too. (RFC 6672 §3.1 "
-        "step 3c ends in 'go back to step 1' without repeating the QTYPE test: borderline, "
-        "lead to confirm.)",
-        lambda c: c.qtype == CNAME and "dname" in c.tags,
-        _stop_at_synthesised_cname,
-    ),
-    KnownBug(
-        "formerr-without-opt",
-        "A FORMERR answer to a query with a well-formed OPT record has no OPT record: RFC "
-        "6891 §6.1.1 says a responder MUST include an OPT record when the request had one "
-        "(Knot and NSD do).",
-        lambda c: c.cat == "malformed" and c.edns is not None,
-        _add_opt,
-    ),
-]
+KNOWN_BUGS: list[KnownBug] = []  # all fixed: CD cleared, FORMERR keeps the OPT, DNAME+CNAME
 
 
 # --------------------------------------------------------------------------------------------

@@ -102,12 +102,13 @@ def check_signatures(
     first_sigs = None  # the first served RRSIG set, to point at if there is no DNSKEY
 
     for name, by_type in sets.items():
-        kind = zone.kind(name)
+        kind = zone.kind(name, by_type)
         if kind is _OCCLUDED:
             continue
         sigs = by_type.get(RRSIG)
-        covered: dict[int, set[int]] = {}
+        covered: dict[int, set[int]] = _NONE
         if sigs is not None:
+            covered = {}
             if first_sigs is None:
                 first_sigs = sigs
             for rd in sigs.rdatas:
@@ -134,7 +135,7 @@ def check_signatures(
                 lacking = ", ".join(_alg_text(a) for a in sorted(required - algs))
                 reason = f"has no RRSIG with algorithm {lacking} (the DNSKEY RRset has)"
                 missing.append((rrset.where, name, rdtype, reason))
-            if name == origin and rdtype in _APEX_TYPES:
+            if kind is _APEX and rdtype in _APEX_TYPES:
                 continue
             pool = 0 if rdtype == DS else 1 if rdtype in (NSEC, NSEC3) else 2
             pools[pool].append(rrset)
@@ -176,6 +177,7 @@ def check_signatures(
 
 
 _T = TypeVar("_T")
+_NONE: dict[int, set[int]] = {}  # the types covered at an owner without RRSIGs (never added to)
 
 
 def _capped(
@@ -202,32 +204,56 @@ def _missing(item: tuple[Any, dns.name.Name, int, str]) -> str:
 # Where a name stands in the zone
 # ---------------------------------------------------------------------------
 
+_APEX = "apex"
 _AUTH = "authoritative"
 _CUT = "delegation"
 _OCCLUDED = "occluded"
 
 
+def _key(name: dns.name.Name) -> tuple[bytes, ...]:
+    """The name's labels in lower case: hashing and comparing it is cheaper than a Name's."""
+    return tuple(map(bytes.lower, name.labels))
+
+
 class _Zone:
-    """Classifies owner names: authoritative, a delegation point, or not served."""
+    """Classifies owner names: the apex, authoritative, a delegation point, or not served."""
 
     def __init__(self, origin: dns.name.Name, sets: Mapping[dns.name.Name, Mapping[int, Any]]):
-        self.origin = origin
-        self.depth = len(origin)
-        self.cuts = {n for n, by in sets.items() if NS in by and n != origin}
+        self.raw_top = origin.labels
+        self.top = _key(origin)
+        self.depth = len(self.top)
+        cuts: set[tuple[bytes, ...]] = set()
+        dnames: set[tuple[bytes, ...]] = set()
+        for name, by_type in sets.items():
+            if NS in by_type:
+                cuts.add(_key(name))
+            if DNAME in by_type:
+                dnames.add(_key(name))
+        cuts.discard(self.top)
         # A DNAME occludes the names below it (RFC 6672 section 2.3), so does a cut.
-        self.tops = self.cuts | {n for n, by in sets.items() if DNAME in by}
+        self.tops = cuts | dnames
+        # The ancestors looked up are key[1:] .. key[below - 1:], and the apex itself
+        # only if it has a DNAME (it is never a cut).
+        self.apex_dname = int(self.top in dnames)
 
-    def kind(self, name: dns.name.Name) -> str:
-        below = len(name) - self.depth
-        if below < 0 or not name.is_subdomain(self.origin):
+    def kind(self, name: dns.name.Name, by_type: Mapping[int, Any]) -> str:
+        labels = name.labels
+        below = len(labels) - self.depth
+        if below < 0:
+            return _OCCLUDED
+        suffix = labels[below:]
+        if suffix != self.raw_top and tuple(map(bytes.lower, suffix)) != self.top:
             return _OCCLUDED  # not in the zone at all (the loader refuses that anyway)
-        tops = self.tops
-        parent = name
-        for _ in range(below - 1):
-            parent = parent.parent()
-            if parent in tops:
-                return _OCCLUDED
-        return _CUT if name in self.cuts else _AUTH
+        if below == 0:
+            return _APEX
+        last = below + self.apex_dname
+        if last > 1:  # most names of a TLD sit right below the apex: nothing to look up
+            key = tuple(map(bytes.lower, labels))
+            tops = self.tops
+            for k in range(1, last):
+                if key[k:] in tops:
+                    return _OCCLUDED
+        return _CUT if NS in by_type else _AUTH
 
 
 # ---------------------------------------------------------------------------

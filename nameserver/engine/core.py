@@ -23,7 +23,7 @@ import dns.name
 
 from nameserver.engine import denial
 from nameserver.engine.lookup import lookup
-from nameserver.engine.query import Drop, FormErr, parse_query
+from nameserver.engine.query import Drop, FormErr, find_opt, parse_query
 from nameserver.engine.render import opt_record, render_answer, render_error, response_flags
 from nameserver.wire import WireName
 from nameserver.zone.tree import Zone
@@ -130,7 +130,7 @@ class Engine:
             return self.respond(wire, over_tcp)
         qkey = wire[12:end].lower()
         qtc = wire[end:qend]
-        flags = (wire[2] & 0x01) | (wire[3] & 0x10)
+        flags = wire[2] & 0x01  # RD: the only query flag copied into the response
         cache = self.cache
         key: tuple[object, ...] = (qkey, qtc, flags, edns, limit)
         hit = cache.get(key)
@@ -204,7 +204,10 @@ class Engine:
         except Drop:
             return None
         except FormErr as e:
-            return render_error(e.qid, e.flags, FORMERR)
+            # RFC 6891 §6.1.1: with an OPT in the request, the response carries one too.
+            do = find_opt(wire)
+            opt_back = None if do is None else opt_record(self.udp_payload, do)
+            return render_error(e.qid, e.flags, FORMERR, opt=opt_back)
         question = wire[12 : q.question_end]
         edns = q.edns
         if edns is not None:
@@ -262,7 +265,7 @@ class Engine:
         rr += len(rdata).to_bytes(2, "big") + rdata
         header = (
             qid.to_bytes(2, "big")
-            + response_flags(flags, NOERROR, aa=True).to_bytes(2, "big")
+            + response_flags(flags, NOERROR).to_bytes(2, "big")  # AA clear, as Knot and NSD
             + b"\x00\x01\x00\x01\x00\x00"
             + (b"\x00\x01" if opt else b"\x00\x00")
         )

@@ -207,4 +207,5 @@ class _Lookup:
             return None
         target_name = WireName(target)
         ans.answer.append(RRset(name, CNAME, dname.ttl, ((target_name,),), (target_name,)))
-        return target_name
+        # A CNAME query is answered by the (synthesised) CNAME itself, as for a real one.
+        return target_name if self.qtype != CNAME else None

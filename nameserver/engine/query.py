@@ -156,3 +156,29 @@ def _options(rdata: bytes) -> list[tuple[int, bytes]]:
         options.append((code, rdata[i : i + length]))
         i += length
     return options
+
+
+def find_opt(wire: bytes) -> bool | None:
+    """Best effort for a malformed message: the DO bit of its one well-formed OPT
+    record, or None if it has none (or the records cannot be walked)."""
+    try:
+        _, _, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+        offset = 12
+        for _ in range(qdcount):
+            offset = skip_name(wire, offset) + 4
+        found = None
+        for index in range(ancount + nscount + arcount):
+            start = offset
+            offset = skip_name(wire, offset)
+            rtype, _, ttl, rdlen = _RR_FIXED.unpack_from(wire, offset)
+            offset += 10 + rdlen
+            if offset > len(wire):
+                return None
+            if rtype == OPT:
+                if found is not None or index < ancount + nscount or wire[start] != 0:
+                    return None
+                _options(wire[offset - rdlen : offset])  # its options must be well formed
+                found = bool(ttl & 0x8000)
+        return found if offset == len(wire) else None  # trailing bytes: no trust in it
+    except (ValueError, struct.error):
+        return None

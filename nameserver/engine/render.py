@@ -12,13 +12,15 @@ from __future__ import annotations
 import struct
 
 from nameserver.engine.lookup import Answer
-from nameserver.engine.query import AA, CD, OPCODE_SHIFT, QR, RD, TC
+from nameserver.engine.query import AA, OPCODE_SHIFT, QR, RD, TC
 from nameserver.wire import Compressor
 from nameserver.zone.tree import RRset
 
 _HEADER = struct.Struct("!HHHHHH")
 _OPT = struct.Struct("!BHHBBHH")  # root owner, type, payload, ext rcode, version, flags, rdlen
-_COPIED = (0xF << OPCODE_SHIFT) | RD | CD
+# OPCODE and RD are copied; CD is not (RFC 4035 §3.1.6: an authoritative server
+# SHOULD clear it, as Knot and NSD do).
+_COPIED = (0xF << OPCODE_SHIFT) | RD
 
 
 def response_flags(query_flags: int, rcode: int, aa: bool = False, tc: bool = False) -> int:
