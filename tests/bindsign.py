@@ -16,25 +16,30 @@ FLAVOURS = {
 }
 
 
-def sign_with_bind(tmp: Path, source: Path, flavour: str, origin: str = "coop") -> Path:
-    """Make a KSK and a ZSK in ``tmp`` and sign ``source`` with them; return the signed file."""
+def sign_with_bind(
+    tmp: Path, source: Path, flavour: str, origin: str = "coop", extra: tuple[str, ...] = (),
+    output: str | None = None,
+) -> Path:
+    """Sign ``source`` with a KSK and a ZSK kept in ``tmp`` (made on first use); return
+    the signed file. ``extra`` goes to dnssec-signzone (e.g. a validity window)."""
     for tool in ("dnssec-keygen", "dnssec-signzone"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} (bind9-utils) is not installed: run tests/setup.sh")
-    keys = []
-    for extra in (["-f", "KSK"], []):
-        out = subprocess.run(
-            ["dnssec-keygen", "-q", "-K", str(tmp), "-a", "ECDSAP256SHA256", *extra, origin],
-            check=True, capture_output=True, text=True, timeout=30,
-        )
-        keys.append(out.stdout.strip())
+    keys = sorted(p.name[: -len(".key")] for p in tmp.glob(f"K{origin}.+*.key"))
+    if not keys:
+        for flags in (["-f", "KSK"], []):
+            out = subprocess.run(
+                ["dnssec-keygen", "-q", "-K", str(tmp), "-a", "ECDSAP256SHA256", *flags, origin],
+                check=True, capture_output=True, text=True, timeout=30,
+            )
+            keys.append(out.stdout.strip())
     zone = tmp / "unsigned.zone"
     text = source.read_text()
     text += "".join(f"$INCLUDE {tmp / k}.key\n" for k in keys)
     zone.write_text(text)
-    signed = tmp / f"{flavour}.zone"
+    signed = tmp / (output or f"{flavour}.zone")
     subprocess.run(
-        ["dnssec-signzone", "-q", "-K", str(tmp), "-o", origin, *FLAVOURS[flavour],
+        ["dnssec-signzone", "-q", "-K", str(tmp), "-o", origin, *FLAVOURS[flavour], *extra,
          "-f", str(signed), str(zone)],
         check=True, capture_output=True, text=True, timeout=60,
     )

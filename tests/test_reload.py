@@ -14,8 +14,11 @@ from pathlib import Path
 
 import dns.message
 import dns.query
+import dns.rdataclass
 import dns.rdatatype
+import dns.zone
 import pytest
+from bindsign import sign_with_bind
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,3 +191,51 @@ def _recv(s: socket.socket, n: int) -> bytes:
             raise OSError("connection closed")
         data += chunk
     return data
+
+
+def test_signed_zone_with_expired_signatures_is_refused(nameserver_factory, tmp_path) -> None:
+    """At start and at reload: expired RRSIGs refuse the zone; the old one keeps serving."""
+    source = tmp_path / "source.zone"
+    write_zone(source, 30)
+    good = sign_with_bind(tmp_path, source, "nsec3-optout", output="live.zone")
+    server = nameserver_factory(zone=good, ipv6=False)
+    control = next(server.stderr_path.parent.glob(f"control-{server.port}.sock"))
+    write_zone(source, 31)
+    expired = sign_with_bind(tmp_path, source, "nsec3-optout", output="expired.zone",
+                             extra=("-P", "-s", "now-30d", "-e", "now-1d"))
+    good.write_text(expired.read_text())
+    out = subprocess.run(
+        [sys.executable, "-m", "nameserver", "reload", "--control", str(control)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert "expired at" in out.stdout and f"{good}:" in out.stdout
+    assert soa_serial(server.port) == 30
+    check = subprocess.run(
+        [sys.executable, "-m", "nameserver", "check", str(expired), "--origin", "coop."],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 1 and "expired at" in check.stdout
+
+
+def test_zone_signed_by_a_key_not_in_its_dnskey_set_is_refused(tmp_path) -> None:
+    source = tmp_path / "source.zone"
+    write_zone(source, 40)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    signed_a = dns.zone.from_file(str(sign_with_bind(tmp_path / "a", source, "nsec")), "coop.")
+    signed_b = dns.zone.from_file(str(sign_with_bind(tmp_path / "b", source, "nsec")), "coop.")
+    # B's zone, but A's DNSKEY set (self-signed by A's KSK): every other RRSIG names a
+    # key the DNSKEY set lacks.
+    apex_a, apex_b = signed_a.find_node("@"), signed_b.find_node("@")
+    for rdtype, covers in ((dns.rdatatype.DNSKEY, 0), (dns.rdatatype.RRSIG, dns.rdatatype.DNSKEY)):
+        apex_b.replace_rdataset(apex_a.find_rdataset(dns.rdataclass.IN, rdtype, covers))
+    mixed = tmp_path / "mixed.zone"
+    signed_b.to_file(str(mixed), relativize=False)
+    check = subprocess.run(
+        [sys.executable, "-m", "nameserver", "check", str(mixed), "--origin", "coop."],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 1, check.stdout
+    assert f"{mixed}:1: coop. SOA is signed with key tag" in check.stdout
+    assert "which is not in the DNSKEY set" in check.stdout

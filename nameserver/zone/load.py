@@ -15,6 +15,8 @@ import dns.name
 import dns.rdata
 import dns.rdatatype
 
+from nameserver.dnssec.verify import check_signatures
+from nameserver.dnssec.zonemd import check_zonemd
 from nameserver.wire import WireName
 from nameserver.zone.denial import Nsec3Chain, NsecChain, nsec3_owner_hash
 from nameserver.zone.reader import Record, Where, ZoneSyntaxError, read_zone_file
@@ -34,6 +36,8 @@ from nameserver.zone.tree import (
     RRset,
     Zone,
 )
+
+DEFAULT_EXPIRY_MARGIN = 3 * 86400.0  # seconds: refuse signatures expiring sooner
 
 # Types that may sit beside a CNAME (RFC 2181 §10.1, RFC 4035 §2.5).
 _BESIDE_CNAME = frozenset({CNAME, RRSIG, dns.rdatatype.NSEC})
@@ -67,8 +71,19 @@ class _Set:
     rdatas: list[dns.rdata.Rdata] = field(default_factory=list)
 
 
-def load_zone(path: str | os.PathLike[str], origin: dns.name.Name | str) -> LoadResult:
-    """Read, check and compile a zone file; raise ZoneError with every problem found."""
+def load_zone(
+    path: str | os.PathLike[str],
+    origin: dns.name.Name | str,
+    *,
+    expiry_margin: float = DEFAULT_EXPIRY_MARGIN,
+    now: float | None = None,
+) -> LoadResult:
+    """Read, check and compile a zone file; raise ZoneError with every problem found.
+
+    A signed zone must also pass the DNSSEC safety net (:mod:`nameserver.dnssec.verify`:
+    no RRSIG expired or expiring within ``expiry_margin`` seconds, the keys and a sample
+    of RRsets validate), and a ZONEMD, if present, must match the zone.
+    """
     started = time.monotonic()
     if isinstance(origin, str):
         origin = dns.name.from_text(origin)
@@ -81,7 +96,12 @@ def load_zone(path: str | os.PathLike[str], origin: dns.name.Name | str) -> Load
     errors = _check(path, origin, sets, warnings)
     if errors:
         raise ZoneError(errors)
+    report = check_signatures(origin, sets, now=now, margin=expiry_margin)
+    errors = report.problems + check_zonemd(origin, sets)
+    if errors:
+        raise ZoneError(errors)
     zone = _compile(origin, sets, path, count)
+    zone.earliest_expiry = report.earliest_expiry
     return LoadResult(zone, warnings, time.monotonic() - started)
 
 
