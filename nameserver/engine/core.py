@@ -177,7 +177,7 @@ class Engine:
                 if node.wildcard is not None:
                     return None
                 if do and denial.is_signed(zone):
-                    return ("N", *denial.nxdomain(zone, qkey, node.name.key))
+                    return ("N", *denial.nxdomain_key(zone, qkey, node.name.key))
                 return ("N", zone)
             node = child
             if node.cut and not (depth == last and qtype == DS):

@@ -46,12 +46,32 @@ def _encloser_proof(chain: Nsec3Chain, key: bytes) -> tuple[bytes, list[RRset]]:
 
 def nxdomain(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
     """The name does not exist, and no wildcard at its closest encloser applies."""
+    return _unique(list(nxdomain_key(zone, qname, encloser)))
+
+
+def nxdomain_key(zone: Zone, qname: bytes, encloser: bytes) -> tuple[RRset, ...]:
+    """The proof of :func:`nxdomain`, before duplicates are removed: a tuple that also
+    serves the fast path as the identity of the answer (one hash per query for NSEC3)."""
     if zone.nsec3 is not None:
         chain = zone.nsec3
-        ce, proof = _encloser_proof(chain, qname)
-        return _unique(proof + [chain.cover(_WILDCARD + ce)])
+        memo = chain.encloser_memo.get(encloser)
+        if memo is None:
+            # Names between the closest encloser and the query name do not exist, so
+            # the closest provable encloser of the query is the encloser's own (§7.2.1).
+            ce, match = encloser, chain.match(encloser)
+            while match is None and ce != b"\x00":
+                ce = _parent(ce)
+                match = chain.match(ce)
+            assert match is not None, "the apex owns an NSEC3"
+            memo = chain.encloser_memo[encloser] = (ce, match, chain.cover(_WILDCARD + ce))
+        ce, match, wildcard_cover = memo
+        next_closer = qname
+        while _parent(next_closer) != ce:
+            next_closer = _parent(next_closer)
+        return (match, chain.cover(next_closer), wildcard_cover)
     nsec = zone.nsec
-    return _unique([nsec.cover(qname), nsec.cover(_WILDCARD + encloser)])
+    assert nsec is not None
+    return (nsec.cover(qname), nsec.cover(_WILDCARD + encloser))
 
 
 def nodata(zone: Zone, name: bytes) -> list[RRset]:

@@ -18,7 +18,7 @@ from nameserver.zone.tree import RRset
 class Nsec3Chain:
     """The NSEC3 records of one parameter set, sorted by owner hash."""
 
-    __slots__ = ("iterations", "salt", "hashes", "rrsets", "by_hash")
+    __slots__ = ("iterations", "salt", "hashes", "rrsets", "by_hash", "encloser_memo")
 
     def __init__(self, iterations: int, salt: bytes, records: list[tuple[bytes, RRset]]):
         self.iterations = iterations
@@ -27,6 +27,9 @@ class Nsec3Chain:
         self.hashes = [h for h, _ in records]
         self.rrsets = [r for _, r in records]
         self.by_hash = dict(records)
+        # Closest encloser -> (closest provable encloser, its NSEC3, the NSEC3 covering
+        # its wildcard): filled by the engine as NXDOMAIN answers are made.
+        self.encloser_memo: dict[bytes, tuple[bytes, RRset, RRset]] = {}
 
     def hash(self, key: bytes) -> bytes:
         """RFC 5155 §5: SHA-1 over the canonical (lowercased) wire name, iterated."""
