@@ -464,6 +464,11 @@ def test_fast_path_equals_general_path(tcp: bool) -> None:
     for wire in queries:  # again: now answered from the cache
         patched = b"\xab\xcd" + wire[2:]
         assert engine.handle(patched, tcp) == general(patched, tcp)
+    calls.clear()
+    for wire in queries:  # a third time: repeated bytes are answered before parsing
+        patched = b"\x12\x34" + wire[2:]
+        assert engine.handle(patched, tcp) == general(patched, tcp)
+    assert len(engine.raw_tcp if tcp else engine.raw_udp) > len(queries) // 2
     # Only answers never cached take the general path again: REFUSED, and NXDOMAIN at
     # the end of a CNAME or DNAME chain (tonx, x.dn: 4 of the 24 names).
     assert len(calls) < len(queries) // 5
