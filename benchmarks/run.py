@@ -99,6 +99,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--delegations", type=int, default=10000, help="delegations in the zone")
     p.add_argument("--seed", type=int, default=1844, help="generator seed (genzone default)")
+    p.add_argument(
+        "--unsigned", dest="signed", action="store_false",
+        help="serve the zone unsigned (default: signed with NSEC3 opt-out by dnssec-signzone)",
+    )
     p.add_argument("--queries", type=int, default=1000000, help="queries per query file")
     p.add_argument("--duration", type=float, default=20, help="seconds per dnsperf run (-l)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
@@ -197,6 +201,37 @@ def ensure_generated(
     return target
 
 
+def sign_zone(zone: Path, out: Path) -> Path:
+    """Sign ``zone`` as a TLD signs: ECDSA P-256 KSK+ZSK, NSEC3 with opt-out, 0 extra
+    iterations, no salt (RFC 9276), by dnssec-signzone, so every server serves the same
+    signed file. Reused while newer than the zone; the keys are made once in ``out``."""
+    signed = zone.with_name(zone.stem + ".signed.zone")
+    if signed.exists() and signed.stat().st_mtime > zone.stat().st_mtime:
+        print(f"reusing {signed.relative_to(REPO)}")
+        return signed
+    keydir = out / "keys"
+    keydir.mkdir(exist_ok=True)
+    if not list(keydir.glob("Kcoop.+*.key")):
+        for flags in (["-f", "KSK"], []):
+            subprocess.run(
+                ["dnssec-keygen", "-q", "-K", str(keydir), "-a", "ECDSAP256SHA256", *flags, "coop"],
+                check=True, capture_output=True,
+            )
+    unsigned = out / (zone.stem + ".with-keys.zone")
+    includes = "".join(f"$INCLUDE {k}\n" for k in sorted(keydir.glob("Kcoop.+*.key")))
+    unsigned.write_text(zone.read_text() + includes)
+    print(f"signing {zone.relative_to(REPO)} with dnssec-signzone ...", flush=True)
+    t0 = time.monotonic()
+    subprocess.run(
+        ["dnssec-signzone", "-q", "-K", str(keydir), "-o", ORIGIN, "-3", "-", "-H", "0", "-A",
+         "-f", str(signed), str(unsigned)],
+        check=True, cwd=out,
+    )
+    unsigned.unlink()
+    print(f"  done in {time.monotonic() - t0:.1f} s", flush=True)
+    return signed
+
+
 def prepare_inputs(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +242,8 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
         genzone,
         ["--delegations", str(n), "--seed", str(seed)],
     )
+    if args.signed:
+        zone = sign_zone(zone, out)
     query_seed = ["--seed", str(seed)] if _supports_option(genqueries, "--seed") else []
     queries = {}
     for base in sorted({m.base for m in args.mix}):
