@@ -1,4 +1,5 @@
-"""Command line: ``nameserver serve`` and ``nameserver check``."""
+"""Command line: ``nameserver serve`` and ``nameserver check``, and ``status``,
+``reload``, ``stop`` and ``querylog`` for a running server."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from nameserver.config import (
     default_control_socket,
     load_config,
     parse_listen,
+    parse_metrics_listen,
     parse_zone_arg,
     with_overrides,
 )
@@ -54,17 +56,42 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, metavar="N", help="query-serving processes")
     serve.add_argument("--control", metavar="PATH", help="control socket path")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--metrics",
+        metavar="ADDR@PORT",
+        help="serve Prometheus metrics over HTTP here (GET /metrics; port 9153 if left out)",
+    )
+    serve.add_argument(
+        "--query-log",
+        action="store_true",
+        default=None,
+        help="log every query (switch at run time with 'nameserver querylog on|off')",
+    )
+    serve.add_argument(
+        "--user",
+        metavar="NAME",
+        help="started as root: switch to this user once the sockets are open",
+    )
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        default=None,
+        help="reload a zone by itself when its file changes (checked every 2 s)",
+    )
 
     for name, text in (
         ("status", "show zones, serials, workers and listeners of the running server"),
         ("reload", "reload the configuration and zones (or one zone) without a pause"),
         ("stop", "stop the running server"),
+        ("querylog", "switch the running server's query log on or off"),
     ):
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--config", metavar="FILE", help="find the control socket here")
         command.add_argument("--control", metavar="PATH", help="control socket path")
         if name == "reload":
             command.add_argument("zone", nargs="?", help="only this zone (origin)")
+        if name == "querylog":
+            command.add_argument("state", choices=["on", "off"])
 
     check = sub.add_parser(
         "check",
@@ -101,7 +128,18 @@ def _serve_config(args: argparse.Namespace) -> Config:
     listen = [parse_listen(t) for t in args.listen] if args.listen else None
     zones = [parse_zone_arg(t) for t in args.zone] if args.zone else None
     control = Path(args.control) if args.control else None
-    return with_overrides(cfg, listen, zones, args.workers, control)
+    metrics = parse_metrics_listen(args.metrics) if args.metrics else None
+    return with_overrides(
+        cfg,
+        listen,
+        zones,
+        args.workers,
+        control,
+        metrics=metrics,
+        query_log=args.query_log,
+        user=args.user,
+        watch=args.watch,
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -134,6 +172,8 @@ def _control(args: argparse.Namespace) -> int:
     request: dict[str, object] = {"command": args.command}
     if args.command == "reload":
         request["zone"] = args.zone
+    if args.command == "querylog":
+        request["state"] = args.state
     try:
         reply = send(path, request)
     except ControlError as e:
@@ -148,6 +188,8 @@ def _control(args: argparse.Namespace) -> int:
         for message in reply.get("messages", []):  # type: ignore[union-attr]
             print(message)
         print("reload: OK" if reply.get("ok") else "reload: FAILED (see above)")
+    elif args.command == "querylog":
+        print(f"query log {'on' if reply.get('query_log') else 'off'}")
     else:
         print("stopping")
     return 0 if reply.get("ok") else 1
@@ -170,6 +212,14 @@ def _format_status(status: dict) -> str:  # type: ignore[type-arg]
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
         lines.append(f"last reload: {'OK' if last['ok'] else 'FAILED'} at {when}")
+    if "query_log" in status:
+        queries = status.get("queries") or {}
+        lines.append(
+            f"queries: {queries.get('udp', 0)} UDP, {queries.get('tcp', 0)} TCP; "
+            f"query log {'on' if status['query_log'] else 'off'}; "
+            f"watch {'on' if status.get('watch') else 'off'}; "
+            f"metrics {'at ' + status['metrics'] if status.get('metrics') else 'off'}"
+        )
     return "\n".join(lines)
 
 

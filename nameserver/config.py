@@ -21,6 +21,7 @@ import yaml
 
 __all__ = [
     "default_control_socket",
+    "DEFAULT_METRICS_PORT",
     "DEFAULT_PORT",
     "LOG_LEVELS",
     "REPO_ROOT",
@@ -28,11 +29,13 @@ __all__ = [
     "ConfigError",
     "Identity",
     "Listener",
+    "MetricsConfig",
     "TcpLimits",
     "ZoneConfig",
     "default_config",
     "load_config",
     "parse_listen",
+    "parse_metrics_listen",
     "parse_zone_arg",
     "with_overrides",
 ]
@@ -41,6 +44,7 @@ REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 """Repository root: the parent of the ``nameserver`` package directory."""
 
 DEFAULT_PORT = 5353
+DEFAULT_METRICS_PORT = 9153  # as CoreDNS's Prometheus plugin
 LOG_LEVELS = ("debug", "info", "warning", "error")
 UDP_PAYLOAD_MIN = 512
 UDP_PAYLOAD_MAX = 4096
@@ -83,6 +87,13 @@ class TcpLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where the Prometheus metrics are served over HTTP (``GET /metrics``)."""
+
+    listen: Listener = Listener("127.0.0.1", DEFAULT_METRICS_PORT)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The complete, validated server configuration."""
 
@@ -94,6 +105,10 @@ class Config:
     log_level: str = "info"  # debug|info|warning|error
     workers: int = 1  # query-serving processes (SO_REUSEPORT), 1..MAX_WORKERS
     control_socket: Path | None = None  # None: default_control_socket()
+    metrics: MetricsConfig | None = None  # None: no metrics listener
+    query_log: bool = False  # one log line per query (toggle at run time: nameserver querylog)
+    user: str | None = None  # started as root: switch to this user once the sockets are open
+    watch: bool = False  # reload a zone when its file changes
     source: Path | None = None  # the file it came from
 
 
@@ -196,27 +211,27 @@ def _port(key: str, value: Any) -> int:
     return _int(key, value, 1, 65535)
 
 
-def _listener_text(key: str, text: str) -> Listener:
+def _listener_text(key: str, text: str, default_port: int = DEFAULT_PORT) -> Listener:
     text = text.strip()
     if not text:
         _fail(key, "empty listen address (expected ADDR or ADDR@PORT)")
     addr, sep, port_text = text.rpartition("@")
     if not sep:
-        return Listener(_address(key, text), DEFAULT_PORT)
+        return Listener(_address(key, text), default_port)
     if not port_text.isdigit() or not port_text.isascii():
         _fail(key, f"port {port_text!r} in {text!r} is not a number (expected ADDR@PORT)")
     return Listener(_address(key, addr), _port(key, int(port_text)))
 
 
-def _listener(key: str, value: Any) -> Listener:
+def _listener(key: str, value: Any, default_port: int = DEFAULT_PORT) -> Listener:
     if isinstance(value, str):
-        return _listener_text(key, value)
+        return _listener_text(key, value, default_port)
     if isinstance(value, dict):
         _check_keys(key, value, ("address", "port"))
         if "address" not in value:
             _fail(key, "missing required key 'address'")
         address = _address(_child(key, "address"), _str(_child(key, "address"), value["address"]))
-        port = value.get("port", DEFAULT_PORT)
+        port = value.get("port", default_port)
         return Listener(address, _port(_child(key, "port"), port))
     _fail(
         key,
@@ -337,9 +352,30 @@ def _log_level(key: str, value: Any) -> str:
     return level
 
 
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        _fail(key, f"expected true or false, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _metrics(key: str, value: Any) -> MetricsConfig:
+    mapping = _mapping(key, value)
+    _check_keys(key, mapping, ("listen",))
+    if mapping.get("listen") is None:
+        return MetricsConfig()
+    return MetricsConfig(_listener(_child(key, "listen"), mapping["listen"], DEFAULT_METRICS_PORT))
+
+
+def _user(key: str, value: Any) -> str:
+    name = _str(key, value)
+    if not name or name != name.strip() or any(ch.isspace() or ch == ":" for ch in name):
+        _fail(key, f"{name!r} is not a user name")
+    return name
+
+
 _TOP_KEYS = (
     "listen", "zones", "identity", "tcp", "udp_payload_size", "log_level", "workers",
-    "control_socket",
+    "control_socket", "metrics", "query_log", "user", "watch",
 )
 MAX_WORKERS = 256
 
@@ -377,6 +413,12 @@ def _build(data: Any, base: Path, source: Path | None) -> Config:
     control_socket = None
     if get("control_socket") is not None:
         control_socket = (base / _str("control_socket", get("control_socket"))).resolve()
+    metrics = None if get("metrics") is None else _metrics("metrics", get("metrics"))
+    query_log = defaults.query_log
+    if get("query_log") is not None:
+        query_log = _bool("query_log", get("query_log"))
+    user = None if get("user") is None else _user("user", get("user"))
+    watch = defaults.watch if get("watch") is None else _bool("watch", get("watch"))
     return Config(
         listen=listen,
         zones=zones,
@@ -386,6 +428,10 @@ def _build(data: Any, base: Path, source: Path | None) -> Config:
         log_level=log_level,
         workers=workers,
         control_socket=control_socket,
+        metrics=metrics,
+        query_log=query_log,
+        user=user,
+        watch=watch,
         source=source,
     )
 
@@ -465,6 +511,14 @@ def parse_listen(text: str) -> Listener:
         raise ConfigError(f"invalid listen address {text!r}: {exc.reason}") from None
 
 
+def parse_metrics_listen(text: str) -> MetricsConfig:
+    """Parse a ``--metrics`` value: ``ADDR@PORT`` or ``ADDR`` (port 9153)."""
+    try:
+        return MetricsConfig(_listener_text("metrics", text, DEFAULT_METRICS_PORT))
+    except _Invalid as exc:
+        raise ConfigError(f"invalid metrics address {text!r}: {exc.reason}") from None
+
+
 def parse_zone_arg(text: str) -> ZoneConfig:
     """Parse a ``--zone`` value ``ORIGIN=PATH``; a relative PATH is relative to the cwd."""
     origin, sep, file = text.partition("=")
@@ -493,11 +547,25 @@ def with_overrides(
     zones: list[ZoneConfig] | None,
     workers: int | None = None,
     control_socket: Path | None = None,
+    *,
+    metrics: MetricsConfig | None = None,
+    query_log: bool | None = None,
+    user: str | None = None,
+    watch: bool | None = None,
 ) -> Config:
     """Apply command-line values: when given (not ``None``) ``--listen``/``--zone``
-    replace the configuration's lists rather than extending them, and ``--workers``
-    and ``--control`` replace the configured values."""
+    replace the configuration's lists rather than extending them, and ``--workers``,
+    ``--control``, ``--metrics``, ``--query-log``, ``--user`` and ``--watch`` replace
+    the configured values."""
     try:
+        if metrics is not None:
+            cfg = dataclasses.replace(cfg, metrics=metrics)
+        if query_log is not None:
+            cfg = dataclasses.replace(cfg, query_log=_bool("--query-log", query_log))
+        if user is not None:
+            cfg = dataclasses.replace(cfg, user=_user("--user", user))
+        if watch is not None:
+            cfg = dataclasses.replace(cfg, watch=_bool("--watch", watch))
         if workers is not None:
             cfg = dataclasses.replace(cfg, workers=_int("--workers", workers, 1, MAX_WORKERS))
         if control_socket is not None:

@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 
 from nameserver.config import (
+    DEFAULT_METRICS_PORT,
     DEFAULT_PORT,
     REPO_ROOT,
     Config,
     ConfigError,
     Identity,
     Listener,
+    MetricsConfig,
     TcpLimits,
     ZoneConfig,
     default_config,
     load_config,
     parse_listen,
+    parse_metrics_listen,
     parse_zone_arg,
     with_overrides,
 )
@@ -146,6 +149,42 @@ def test_default_config() -> None:
     assert cfg.zones == (ZoneConfig("coop.", (REPO_ROOT / "zones" / "coop.zone").resolve()),)
     assert cfg.identity == Identity(None, None, None, None)
     assert cfg.source is None
+    # Operations: everything extra is off by default.
+    assert cfg.metrics is None
+    assert cfg.query_log is False
+    assert cfg.user is None
+    assert cfg.watch is False
+
+
+OPERATIONS = """\
+metrics:
+  listen: "::1@9100"
+query_log: true
+user: nameserver
+watch: yes
+"""
+
+
+def test_operations_keys(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, OPERATIONS))
+    assert cfg.metrics == MetricsConfig(Listener("::1", 9100))
+    assert (cfg.query_log, cfg.user, cfg.watch) == (True, "nameserver", True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("metrics: {}\n", MetricsConfig(Listener("127.0.0.1", DEFAULT_METRICS_PORT))),
+        ("metrics: {listen: null}\n", MetricsConfig()),
+        ("metrics: {listen: 0.0.0.0}\n", MetricsConfig(Listener("0.0.0.0", 9153))),
+        ("metrics: {listen: {address: 127.0.0.2}}\n", MetricsConfig(Listener("127.0.0.2", 9153))),
+        ("metrics: {listen: 127.0.0.1@8080}\n", MetricsConfig(Listener("127.0.0.1", 8080))),
+        ("metrics: null\n", None),
+        ("metrics:\n", None),
+    ],
+)
+def test_metrics_listen(tmp_path: Path, text: str, expected: MetricsConfig | None) -> None:
+    assert load_config(write(tmp_path, text)).metrics == expected
     assert Path(__file__).resolve().parent.parent == REPO_ROOT
 
 
@@ -215,6 +254,18 @@ def test_default_config() -> None:
         ("tcp: {idle_timeout: soon}\n", "tcp.idle_timeout", "expected a number"),
         ("tcp: {max_queries_per_connection: -1}\n", "tcp.max_queries_per_connection", "range"),
         ("udp_payload_size: 511\n", "udp_payload_size", "512..4096"),
+        # operations
+        ("metrics: 127.0.0.1@9153\n", "metrics", "expected a mapping, got str"),
+        ("metrics: {port: 9153}\n", "metrics.port", "unknown key (allowed: listen)"),
+        ("metrics: {listen: localhost@9153}\n", "metrics.listen", "not an IPv4 or IPv6"),
+        ("metrics: {listen: 127.0.0.1@0}\n", "metrics.listen", "out of range"),
+        ("metrics: {listen: {address: '::1', port: x}}\n", "metrics.listen.port", "integer"),
+        ("query_log: 1\n", "query_log", "expected true or false, got int"),
+        ("query_log: 'on'\n", "query_log", "expected true or false, got str"),
+        ("watch: 2\n", "watch", "expected true or false"),
+        ("user: 65534\n", "user", "expected a string, got int"),
+        ("user: ''\n", "user", "is not a user name"),
+        ("user: 'no body'\n", "user", "is not a user name"),
         ("udp_payload_size: 4097\n", "udp_payload_size", "512..4096"),
         ("udp_payload_size: big\n", "udp_payload_size", "expected an integer"),
         ("log_level: verbose\n", "log_level", "debug, info, warning, error"),
@@ -358,6 +409,28 @@ def test_with_overrides_replaces_lists() -> None:
     assert (out.listen, out.zones) == (tuple(listeners), tuple(zones))
     assert dataclasses.replace(out, listen=cfg.listen, zones=cfg.zones) == cfg
     assert isinstance(out.listen, tuple) and isinstance(out.zones, tuple)
+
+
+def test_parse_metrics_listen() -> None:
+    assert parse_metrics_listen("127.0.0.1@9100") == MetricsConfig(Listener("127.0.0.1", 9100))
+    assert parse_metrics_listen("::1") == MetricsConfig(Listener("::1", DEFAULT_METRICS_PORT))
+    for bad in ("", "localhost@9153", "::1@", "127.0.0.1@70000"):
+        with pytest.raises(ConfigError, match="invalid metrics address"):
+            parse_metrics_listen(bad)
+
+
+def test_with_overrides_operations() -> None:
+    cfg = _sample()
+    metrics = MetricsConfig(Listener("127.0.0.1", 9100))
+    out = with_overrides(
+        cfg, None, None, metrics=metrics, query_log=True, user="nobody", watch=True
+    )
+    assert (out.metrics, out.query_log, out.user, out.watch) == (metrics, True, "nobody", True)
+    assert dataclasses.replace(out, metrics=None, query_log=False, user=None, watch=False) == cfg
+    configured = dataclasses.replace(cfg, query_log=True, user="nameserver", watch=True)
+    assert with_overrides(configured, None, None) == configured  # not given: kept
+    with pytest.raises(ConfigError, match="--user: .* is not a user name"):
+        with_overrides(cfg, None, None, user="a b")
 
 
 def test_with_overrides_empty_zone_list_clears_zones() -> None:

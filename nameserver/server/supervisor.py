@@ -12,29 +12,41 @@ then tells the old generation to stop; a datagram queued in a socket is read by
 whichever generation reads next, so none is lost and each answer comes wholly from
 the old zone or wholly from the new.
 
-Control: SIGHUP reloads, SIGTERM/SIGINT stop, and a Unix socket (owner-only)
-takes the JSON commands that ``nameserver status|reload|stop`` send.
+Control: SIGHUP reloads, SIGTERM/SIGINT stop, SIGUSR1/SIGUSR2 switch the query log
+on/off, and a Unix socket (owner-only) takes the JSON commands that ``nameserver
+status|reload|stop|querylog`` send.
+
+Operations: the supervisor gathers the workers' counters over a pipe per worker and
+serves them, with its own state, as Prometheus metrics (:mod:`nameserver.metrics`);
+started as root with ``user`` set, it opens every socket first and then switches to
+that user before forking a worker; with ``watch`` it reloads a zone whose file
+changed on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
+import itertools
 import json
 import logging
 import os
+import pwd
 import select
 import signal
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nameserver import __version__
 from nameserver.config import Config, ConfigError, default_control_socket
 from nameserver.engine.core import Engine
+from nameserver.metrics import Metrics, MetricsServer, ReportPipe, ServerState, ZoneState
 from nameserver.server.udp import create_bound_socket
 from nameserver.server.worker import WorkerSockets, run_worker
 from nameserver.zone.load import ZoneError, load_zone
@@ -46,7 +58,9 @@ READY_TIMEOUT = 30.0  # seconds a new worker has to start serving
 STOP_TIMEOUT = 5.0  # seconds workers have to exit after SIGTERM before SIGKILL
 CONTROL_TIMEOUT = 5.0  # seconds a control client has to send its command
 RESPAWN_DELAY = 1.0  # seconds between restarts of a worker that keeps dying
+WATCH_INTERVAL = 2.0  # seconds between two looks at the zone files, with watch on
 UDP_BUFFER = 4 * 1024 * 1024
+TCP_BACKLOG = 1024  # as the workers' start_tcp
 
 
 @dataclass
@@ -101,34 +115,78 @@ class Supervisor:
         self._reload_pending = False
         self._wake_r, self._wake_w = -1, -1
         self._respawn: dict[int, float] = {}  # slot -> when to restart it
+        self.query_log = cfg.query_log
+        self._query_log_request: bool | None = None  # from SIGUSR1/SIGUSR2
+        self.worker_restarts = 0
+        self.metrics = Metrics()
+        self.metrics_server: MetricsServer | None = None
+        self._reports: dict[int, ReportPipe] = {}  # read end of a report pipe -> it
+        self._report_keys = itertools.count(1)
+        self._zone_files: dict[str, tuple[int, ...] | None] = {}  # origin -> file at load
+        self._zone_loads: dict[str, tuple[bool, float]] = {}  # origin -> last load: ok, when
+        self._next_watch = 0.0
 
     # -- start and stop -------------------------------------------------------------
 
     def run(self) -> int:
         """Start, serve until told to stop, and return the exit status."""
         try:
+            user = self._target_user()
             self._load_all()
             self.engine = self._build_engine(self.cfg)
             self._open_sockets()
             self._open_control()
+            self._open_metrics()
+            if user is not None:
+                _switch_user(user)
         except StartError as e:
             logger.error("not starting: %s", e)
+            self._close_metrics()
             self._close_control()
             return 1
         self._install_signals()
+        self._publish()
         try:
+            if self.metrics_server is not None:
+                self.metrics_server.start()
             if not self._spawn_generation():
                 logger.error("not starting: the workers did not come up")
                 return 1
             logger.info(
                 "ready: %d worker(s), control socket %s", len(self.workers), self.control_path
             )
+            if self.query_log:
+                logger.info("query log on")
+            self._publish()
             self._loop()
         finally:
             self._stop_workers(list(self.workers))
+            self._close_metrics()
             self._close_control()
         logger.info("stopped")
         return 0
+
+    def _target_user(self) -> pwd.struct_passwd | None:
+        """The user to switch to once the sockets are open (None: stay as we are)."""
+        name = self.cfg.user
+        if name is None:
+            if os.geteuid() == 0:
+                logger.warning(
+                    "running as root: set user (or --user NAME) to switch to an unprivileged "
+                    "user once the sockets are open, or run as that user with the capability "
+                    "CAP_NET_BIND_SERVICE to use port 53"
+                )
+            return None
+        if os.geteuid() != 0:
+            raise StartError(
+                f"user is set to {name!r}, but only root can switch users and this server "
+                f"runs as uid {os.geteuid()}: start it as root, or leave out user/--user "
+                "(to serve port 53 without root, give it CAP_NET_BIND_SERVICE)"
+            )
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise StartError(f"user {name!r} does not exist") from None
 
     def _load_all(self) -> None:
         for zc in self.cfg.zones:
@@ -139,12 +197,15 @@ class Supervisor:
 
     def _load(self, origin: str, path: str) -> LoadedZone | list[str]:
         """Load one zone, logging the outcome; return it, or the problems that refused it."""
+        self._zone_files[origin] = _file_signature(path)  # before reading: no change missed
         try:
             result = load_zone(path, origin)
         except ZoneError as e:
             for problem in e.problems:
                 logger.error("zone %s refused: %s", origin, problem)
+            self._zone_loads[origin] = (False, time.time())
             return e.problems
+        self._zone_loads[origin] = (True, time.time())
         for warning in result.warnings:
             logger.warning("zone %s: %s", origin, warning)
         z = result.zone
@@ -180,16 +241,35 @@ class Supervisor:
                             bufsize=UDP_BUFFER,
                         )
                     )
-                    tcp.append(
-                        create_bound_socket(
-                            lst.address, lst.port, socket.SOCK_STREAM, reuse_port=reuse
-                        )
+                    stream = create_bound_socket(
+                        lst.address, lst.port, socket.SOCK_STREAM, reuse_port=reuse
                     )
+                    tcp.append(stream)
+                    # Listen now, not when the worker starts: a connection that comes
+                    # while the workers start waits in the backlog instead of being reset.
+                    stream.listen(TCP_BACKLOG)
                 self.slots.append(WorkerSockets(tuple(udp), tuple(tcp)))
         except OSError as e:
             raise StartError(f"cannot listen: {e}") from None
         for lst in self.cfg.listen:
             logger.info("listening on %s port %d (UDP and TCP)", lst.address, lst.port)
+
+    def _open_metrics(self) -> None:
+        if self.cfg.metrics is None:
+            return
+        lst = self.cfg.metrics.listen
+        try:
+            self.metrics_server = MetricsServer(lst.address, lst.port, self.metrics.render)
+        except OSError as e:
+            raise StartError(
+                f"cannot listen for metrics on {lst.address} port {lst.port}: {e}"
+            ) from None
+        logger.info("metrics on %s", self.metrics_server.url)
+
+    def _close_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -199,38 +279,123 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGCHLD, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._on_signal)
+        signal.signal(signal.SIGUSR2, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stopping = True
         elif signum == signal.SIGHUP:
             self._reload_pending = True
+        elif signum in (signal.SIGUSR1, signal.SIGUSR2):
+            self._query_log_request = signum == signal.SIGUSR1
 
     # -- the supervisor's loop --------------------------------------------------------
 
     def _loop(self) -> None:
         assert self.control is not None
         while not self._stopping:
-            timeout = None
-            if self._respawn:
-                timeout = max(0.0, min(self._respawn.values()) - time.monotonic())
-            try:
-                readable, _, _ = select.select([self.control, self._wake_r], [], [], timeout)
-            except InterruptedError:
-                readable = []
+            due = list(self._respawn.values())
+            if self.cfg.watch:
+                due.append(self._next_watch)
+            timeout = max(0.0, min(due) - time.monotonic()) if due else None
+            control = self.control.fileno()
+            readable = _wait_readable([control, self._wake_r, *self._reports], timeout)
             if self._wake_r in readable:
                 os.read(self._wake_r, 512)
+            self._read_reports(readable)
             self._reap()
             if self._stopping:
                 break
+            if self._query_log_request is not None:
+                on, self._query_log_request = self._query_log_request, None
+                self.set_query_log(on, "signal")
             if self._reload_pending:
                 self._reload_pending = False
                 logger.info("SIGHUP: reloading")
                 self.reload()
-            if self.control in readable:
+            if control in readable:
                 self._serve_control()
             self._respawn_due()
+            self._watch_due()
+            self._publish()
         logger.info("stopping")
+
+    def _read_reports(self, fds: Iterable[int]) -> None:
+        """Take in what the workers reported on the pipes in ``fds`` (others are skipped)."""
+        for fd in fds:
+            pipe = self._reports.get(fd)
+            if pipe is None:
+                continue
+            snapshot, eof = pipe.read()
+            if snapshot is not None:
+                self.metrics.update(pipe.key, snapshot)
+            if eof:  # the worker has exited: its counts join the retired total
+                self.metrics.retire(pipe.key)
+                del self._reports[fd]
+                os.close(fd)
+
+    def _publish(self) -> None:
+        """Hand the metrics thread a fresh, immutable view of the supervisor's state."""
+        last = self.last_reload
+        configured = [zc.origin for zc in self.cfg.zones]
+        self.metrics.publish(
+            ServerState(
+                started_at=self.started_at,
+                generation=self.generation,
+                supervisor_pid=os.getpid(),
+                worker_pids=tuple(self.workers),
+                zones=tuple(
+                    ZoneState(
+                        origin,
+                        lz.zone.serial,
+                        lz.zone.record_count,
+                        lz.loaded_at,
+                        lz.seconds,
+                        getattr(lz.zone, "earliest_expiry", None),
+                    )
+                    for origin, lz in self.zones.items()
+                ),
+                zone_loads=tuple(
+                    (origin, *self._zone_loads[origin])
+                    for origin in configured
+                    if origin in self._zone_loads
+                ),
+                reload_ok=last.ok if last else True,
+                reload_at=last.at if last else self.started_at,
+                query_log=self.query_log,
+                worker_restarts=self.worker_restarts,
+                version=__version__,
+            )
+        )
+
+    def _watch_due(self) -> None:
+        """With watch on, every WATCH_INTERVAL: reload the zones whose file changed."""
+        now = time.monotonic()
+        if not self.cfg.watch or now < self._next_watch:
+            return
+        self._next_watch = now + WATCH_INTERVAL
+        changed = [
+            zc
+            for zc in self.cfg.zones
+            if _file_signature(str(zc.file)) != self._zone_files.get(zc.origin)
+        ]
+        if not changed:
+            return
+        for zc in changed:
+            logger.info("zone %s: %s changed on disk; reloading it", zc.origin, zc.file)
+        self.reload(origins=[zc.origin for zc in changed])
+        self._next_watch = time.monotonic() + WATCH_INTERVAL
+
+    def set_query_log(self, on: bool, why: str) -> None:
+        """Switch the query log on or off in every worker, now and in those to come."""
+        self.query_log = on
+        sig = signal.SIGUSR1 if on else signal.SIGUSR2
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        self._publish()
+        logger.info("query log %s (%s)", "on" if on else "off", why)
 
     def _reap(self) -> None:
         while True:
@@ -244,6 +409,7 @@ class Supervisor:
             if worker is None or self._stopping:
                 continue
             if worker.generation == self.generation:
+                self.worker_restarts += 1
                 logger.error(
                     "worker %d (slot %d) died (%s); restarting it",
                     pid,
@@ -268,6 +434,7 @@ class Supervisor:
         """Fork a worker for ``slot``; return (pid, the read end of its ready pipe)."""
         assert self.engine is not None
         read_fd, write_fd = os.pipe()
+        report_r, report_w = os.pipe()  # the worker's counters, for the metrics
         gc.collect()
         gc.freeze()  # keep the collector from writing to the shared snapshot's pages
         pid = os.fork()
@@ -275,8 +442,11 @@ class Supervisor:
             code = 1
             try:
                 os.close(read_fd)
+                os.close(report_r)
                 self._forget_supervisor_state(slot)
-                run_worker(self.cfg, self.engine, self.slots[slot], write_fd)
+                run_worker(
+                    self.cfg, self.engine, self.slots[slot], write_fd, report_w, self.query_log
+                )
                 code = 0
             except BaseException:  # noqa: BLE001 - the worker must never return into the supervisor
                 logger.exception("worker for slot %d failed", slot)
@@ -284,7 +454,11 @@ class Supervisor:
                 os._exit(code)
         gc.unfreeze()
         os.close(write_fd)
+        os.close(report_w)
+        os.set_blocking(report_r, False)
+        self._reports[report_r] = ReportPipe(report_r, next(self._report_keys), pid)
         self.workers[pid] = Worker(pid, slot, self.generation, time.time())
+        logger.info("worker %d started (slot %d, generation %d)", pid, slot, self.generation)
         return pid, read_fd
 
     def _forget_supervisor_state(self, slot: int) -> None:
@@ -292,10 +466,14 @@ class Supervisor:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
-        for fd in (self._wake_r, self._wake_w):
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):  # until the worker handles them
+            signal.signal(sig, signal.SIG_IGN)
+        for fd in (self._wake_r, self._wake_w, *self._reports):
             os.close(fd)
         if self.control is not None:
             self.control.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close_in_child()
         for i, sockets in enumerate(self.slots):
             if i != slot:
                 for s in sockets.udp + sockets.tcp:
@@ -311,8 +489,7 @@ class Supervisor:
             if left <= 0:
                 ok = False
                 break
-            readable, _, _ = select.select(list(fds), [], [], left)
-            for fd in readable:
+            for fd in _wait_readable(list(fds), left):
                 if os.read(fd, 1) != b"R":
                     logger.error("worker %d exited before serving", fds[fd])
                     ok = False
@@ -326,6 +503,7 @@ class Supervisor:
         """Fork a worker per slot for the current engine; True once all are serving."""
         self.generation += 1
         pending = dict(self._fork(slot) for slot in range(len(self.slots)))
+        self._publish()
         if self._wait_ready(pending):
             return True
         self._stop_workers(list(pending))
@@ -345,9 +523,17 @@ class Supervisor:
                     done = pid
                 if done:
                     remaining.discard(pid)
-                    self.workers.pop(pid, None)
-            if remaining:
-                time.sleep(0.02)
+                    worker = self.workers.pop(pid, None)
+                    if worker is not None:
+                        logger.info(
+                            "worker %d stopped (slot %d, generation %d)",
+                            pid,
+                            worker.slot,
+                            worker.generation,
+                        )
+            if remaining:  # meanwhile, take in the exiting workers' last counts
+                self._read_reports(_wait_readable(list(self._reports), 0.02))
+        self._read_reports(_wait_readable(list(self._reports), 0))
         for pid in remaining:
             logger.warning("worker %d did not stop in %.0f s; killing it", pid, STOP_TIMEOUT)
             try:
@@ -359,8 +545,11 @@ class Supervisor:
 
     # -- reload ---------------------------------------------------------------------
 
-    def reload(self, only: str | None = None) -> ReloadResult:
-        """Reload the configuration and the zones (or just zone ``only``).
+    def reload(
+        self, only: str | None = None, *, origins: Collection[str] | None = None
+    ) -> ReloadResult:
+        """Reload the configuration and the zones (or just zone ``only``, or just the
+        zones in ``origins``; zones new in the configuration are loaded in any case).
 
         A zone that fails to load keeps its previous snapshot; the result says why.
         """
@@ -370,23 +559,22 @@ class Supervisor:
         try:
             cfg = self.reread_config()
         except ConfigError as e:
-            result = ReloadResult(False, [f"configuration refused: {e}"])
             logger.error("reload: configuration refused: %s", e)
-            self.last_reload = result
-            return result
-        if cfg.listen != self.cfg.listen or cfg.workers != self.cfg.workers:
-            messages.append("listeners and workers change only with a restart")
-            cfg = _replace_listen(cfg, self.cfg)
+            return self._reloaded(ReloadResult(False, [f"configuration refused: {e}"]))
+        fixed = _restart_only(cfg, self.cfg)
+        if fixed:
+            messages.append(f"{_and(fixed)} change only with a restart")
+            cfg = _keep_restart_only(cfg, self.cfg)
+        targets = set(origins) if origins is not None else None
         if only is not None:
             only = only.lower().rstrip(".") + "."
             if only not in {zc.origin for zc in cfg.zones}:
-                result = ReloadResult(False, [f"no zone {only} is configured"])
-                self.last_reload = result
-                return result
+                return self._reloaded(ReloadResult(False, [f"no zone {only} is configured"]))
+            targets = {only}
         zones: dict[str, LoadedZone] = {}
         for zc in cfg.zones:
             old = self.zones.get(zc.origin)
-            if only is not None and zc.origin != only and old is not None:
+            if targets is not None and zc.origin not in targets and old is not None:
                 zones[zc.origin] = old
                 continue
             loaded = self._load(zc.origin, str(zc.file))
@@ -403,6 +591,10 @@ class Supervisor:
             messages.append(f"zone {origin}: removed")
             logger.info("zone %s removed from the configuration", origin)
         old_zones, old_engine, old_cfg = self.zones, self.engine, self.cfg
+        old_query_log = self.query_log
+        if cfg.query_log != old_cfg.query_log:  # else a switch at run time stays
+            self.query_log = cfg.query_log
+            logger.info("query log %s (configuration)", "on" if cfg.query_log else "off")
         self.zones, self.cfg = zones, cfg
         self.engine = self._build_engine(cfg)
         old_workers = [w.pid for w in self.workers.values()]
@@ -412,14 +604,18 @@ class Supervisor:
             ok = False
             messages.append("new workers did not start; the previous zones keep serving")
             self.zones, self.engine, self.cfg = old_zones, old_engine, old_cfg
+            self.query_log = old_query_log
             self.generation -= 1
-        result = ReloadResult(ok, messages)
-        self.last_reload = result
         logger.info(
             "reload %s in %.2f s",
             "done" if ok else "done with errors",
             time.monotonic() - started,
         )
+        return self._reloaded(ReloadResult(ok, messages))
+
+    def _reloaded(self, result: ReloadResult) -> ReloadResult:
+        self.last_reload = result
+        self._publish()  # before the reply: whoever asked for the reload sees it in metrics
         return result
 
     # -- control socket --------------------------------------------------------------
@@ -455,8 +651,12 @@ class Supervisor:
             self.control.close()
             self.control = None
             if self.control_path is not None:
-                with contextlib.suppress(FileNotFoundError):
+                try:
                     self.control_path.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:  # e.g. made by root, and we switched user since
+                    logger.debug("cannot remove the control socket %s: %s", self.control_path, e)
 
     def _serve_control(self) -> None:
         assert self.control is not None
@@ -487,9 +687,16 @@ class Supervisor:
             logger.info("control: stop")
             self._stopping = True
             return {"ok": True}
+        if name == "querylog":
+            state = request.get("state")
+            if state not in ("on", "off"):
+                return {"ok": False, "error": f"querylog takes on or off, not {state!r}"}
+            self.set_query_log(state == "on", "control")
+            return {"ok": True, "query_log": self.query_log}
         return {"ok": False, "error": f"unknown command {name!r}"}
 
     def status(self) -> dict[str, object]:
+        counters, _, _ = self.metrics.totals()
         return {
             "pid": os.getpid(),
             "uptime": time.time() - self.started_at,
@@ -512,13 +719,68 @@ class Supervisor:
                 for origin, lz in self.zones.items()
             ],
             "last_reload": self.last_reload.as_dict() if self.last_reload else None,
+            "query_log": self.query_log,
+            "watch": self.cfg.watch,
+            "user": self.cfg.user,
+            "metrics": self.metrics_server.url if self.metrics_server else None,
+            "queries": {"udp": counters["queries_udp"], "tcp": counters["queries_tcp"]},
         }
 
 
-def _replace_listen(cfg: Config, running: Config) -> Config:
-    import dataclasses
+# Settings a reload cannot change: what was opened, bound or given up at the start.
+_RESTART_ONLY = ("listen", "workers", "user", "metrics", "control_socket")
 
-    return dataclasses.replace(cfg, listen=running.listen, workers=running.workers)
+
+def _restart_only(cfg: Config, running: Config) -> list[str]:
+    return [name for name in _RESTART_ONLY if getattr(cfg, name) != getattr(running, name)]
+
+
+def _keep_restart_only(cfg: Config, running: Config) -> Config:
+    return dataclasses.replace(cfg, **{name: getattr(running, name) for name in _RESTART_ONLY})
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _switch_user(user: pwd.struct_passwd) -> None:
+    """Give up root for ``user`` for good (the supervisor, before any worker exists)."""
+    try:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+    except OSError as e:
+        raise StartError(f"cannot switch to user {user.pw_name}: {e}") from None
+    if user.pw_uid != 0:
+        try:
+            os.setuid(0)
+        except PermissionError:
+            pass
+        else:
+            raise StartError(f"switched to user {user.pw_name}, but root could be regained")
+    logger.info(
+        "running as user %s (uid %d, gid %d)", user.pw_name, user.pw_uid, user.pw_gid
+    )
+
+
+def _file_signature(path: str) -> tuple[int, ...] | None:
+    """What tells that a file changed (modified, resized or replaced); None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+def _wait_readable(fds: list[int], timeout: float | None) -> list[int]:
+    """The fds in ``fds`` ready to read (or closed at the other end), waiting at most
+    ``timeout`` seconds (None: no limit). poll(), not select(): no limit on fd numbers,
+    and a supervisor with many workers holds many sockets."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+    return [fd for fd, _ in poller.poll(ms)]
 
 
 def _read_line(conn: socket.socket, limit: int = 65536) -> str:

@@ -34,10 +34,11 @@ class EngineHolder(Protocol):
 class UDPStats:
     """Counters for one UDP listener (plain ints, no locking)."""
 
-    __slots__ = ("errors",)
+    __slots__ = ("errors", "truncated")
 
     def __init__(self) -> None:
         self.errors = 0
+        self.truncated = 0  # responses sent with TC set
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -120,6 +121,8 @@ class _DNSDatagramProtocol(asyncio.DatagramProtocol):
         try:
             resp = self._holder.engine.handle(data, False)
             if resp is not None:
+                if resp[2] & 2:  # TC: one byte test, for the metrics
+                    self.stats.truncated += 1
                 self._transport.sendto(resp, addr)  # type: ignore[union-attr]
         except Exception:
             self.stats.errors += 1
