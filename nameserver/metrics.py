@@ -47,6 +47,8 @@ from typing import Any
 import dns.rcode
 import dns.rdatatype
 
+from nameserver.engine.core import COUNTED_QTYPES
+
 logger = logging.getLogger("nameserver")
 
 REPORT_INTERVAL = 1.0  # seconds between two snapshots from a worker
@@ -54,15 +56,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HTTP_TIMEOUT = 10.0  # seconds a scraper has to send its request
 MAX_LINE = 1 << 20  # a report line longer than this is garbage, not a snapshot
 
-# The QTYPEs that get their own label; every other one counts as "other".
-_QTYPES = (
-    *("A", "NS", "CNAME", "SOA", "NULL", "PTR", "HINFO", "MX", "TXT", "AAAA", "LOC", "SRV"),
-    *("NAPTR", "CERT", "DNAME", "DS", "SSHFP", "RRSIG", "NSEC", "DNSKEY", "NSEC3"),
-    *("NSEC3PARAM", "TLSA", "SMIMEA", "CDS", "CDNSKEY", "OPENPGPKEY", "CSYNC", "ZONEMD"),
-    *("SVCB", "HTTPS", "SPF", "TKEY", "TSIG", "IXFR", "AXFR", "ANY", "URI", "CAA"),
-)
 _QTYPE_LABELS: dict[bytes, str] = {
-    int(dns.rdatatype.from_text(t)).to_bytes(2, "big"): t for t in _QTYPES
+    # The engine counts these one by one and every other QTYPE as "other".
+    int(dns.rdatatype.from_text(t)).to_bytes(2, "big"): t for t in COUNTED_QTYPES
 }
 _RCODE_LABELS = tuple(dns.rcode.to_text(i) for i in range(16))
 

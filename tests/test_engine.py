@@ -531,3 +531,11 @@ def test_dname_answers_cname_query_without_chasing(engine: Engine) -> None:
     r = ask(engine, "x.dn.nic.coop", "CNAME")
     assert r.rcode() == dns.rcode.NOERROR and not r.authority
     assert types(r.answer) == [("dn.nic.coop.", "DNAME"), ("x.dn.nic.coop.", "CNAME")]
+
+
+def test_counters_stay_bounded_whatever_types_are_asked(engine: Engine) -> None:
+    for qtype in range(1, 3000):
+        for qclass in ("IN", "CH", "HS"):
+            engine.handle(query("www.nic.coop", qtype, rdclass=qclass).to_wire(), False)
+    assert len(engine.counts) < 40 * 16
+    assert sum(engine.counts.values()) == 3 * 2999

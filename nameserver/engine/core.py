@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import dns.name
+import dns.rdatatype
 
 from nameserver.engine import denial
 from nameserver.engine.lookup import lookup
@@ -34,6 +35,25 @@ TXT, DS, AXFR, IXFR, ANY = 16, 43, 252, 251, 255
 NSID = 3
 MAX_TCP = 65535
 DEFAULT_CACHE_ENTRIES = 250_000  # ~150 bytes each beside the shared answer bytes
+
+
+# QTYPEs counted one by one for metrics; any other is counted as OTHER_QTYPE, so
+# clients asking odd types cannot grow the counters without bound.
+COUNTED_QTYPES = (
+    *("A", "NS", "CNAME", "SOA", "NULL", "PTR", "HINFO", "MX", "TXT", "AAAA", "LOC", "SRV"),
+    *("NAPTR", "CERT", "DNAME", "DS", "SSHFP", "RRSIG", "NSEC", "DNSKEY", "NSEC3"),
+    *("NSEC3PARAM", "TLSA", "SMIMEA", "CDS", "CDNSKEY", "OPENPGPKEY", "CSYNC", "ZONEMD"),
+    *("SVCB", "HTTPS", "SPF", "TKEY", "TSIG", "IXFR", "AXFR", "ANY", "URI", "CAA"),
+)
+_COUNTED = frozenset(
+    int(dns.rdatatype.from_text(t)).to_bytes(2, "big") for t in COUNTED_QTYPES
+)
+OTHER_QTYPE = b"\xff\xff"
+
+
+def _bucket(qtype: bytes) -> bytes:
+    """The counters' key for a 2-byte QTYPE (b"" when the message had no question)."""
+    return qtype if qtype in _COUNTED or not qtype else OTHER_QTYPE
 
 
 class IdentityLike(Protocol):
@@ -67,7 +87,7 @@ class Engine:
         self.udp_payload = udp_payload
         self.cache_entries = cache_entries
         self.cache: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
-        # Responses by (QTYPE and QCLASS as 4 wire bytes, or b"" if unreadable; RCODE
+        # Responses by (QTYPE: 2 wire bytes, OTHER_QTYPE, or b"" if unreadable; RCODE
         # without the EDNS extension) and messages dropped unanswered: for metrics.
         self.counts: dict[tuple[bytes, int], int] = {}
         # Query bytes after the ID -> (response bytes after the ID, counts key), per
@@ -157,7 +177,7 @@ class Engine:
                     cache[exact] = hit  # names below a cut recur: next time, one look-up
         if hit is not None:
             counts = self.counts
-            ckey = (qtc, hit[0][1] & 0x0F)
+            ckey = (_bucket(qtc[:2]), hit[0][1] & 0x0F)
             counts[ckey] = counts.get(ckey, 0) + 1
             response = wire[:2] + hit[0] + wire[12:qend] + hit[1]
             if shape is None or shape[0] == "R":
@@ -214,7 +234,7 @@ class Engine:
         if response is None:
             self.dropped += 1
         else:
-            ckey = (_qtype_of(response), response[3] & 0x0F)
+            ckey = (_bucket(_qtype_of(response)), response[3] & 0x0F)
             self.counts[ckey] = self.counts.get(ckey, 0) + 1
         return response
 
@@ -293,13 +313,13 @@ class Engine:
 
 
 def _qtype_of(response: bytes) -> bytes:
-    """QTYPE and QCLASS of a response's question (4 bytes), or b"" if it has none."""
+    """QTYPE of a response's question (2 bytes), or b"" if it has none."""
     if response[4:6] != b"\x00\x01":
         return b""
     i = 12
     while response[i]:
         i += response[i] + 1
-    return response[i + 1 : i + 5]
+    return response[i + 1 : i + 3]
 
 
 def _scan_options(wire: bytes, i: int) -> bool | None:
