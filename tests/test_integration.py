@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -175,6 +176,10 @@ def dig(tool: str, server: NameServer, *args: str, addr: str = V4) -> Reply:
 
 
 def test_startup_log(server: NameServer) -> None:
+    # Workers answer as soon as each is up; the supervisor logs "ready" once all are.
+    deadline = time.monotonic() + 10
+    while "ready" not in server.stderr_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     text = server.stderr_text()
     loaded = f"zone coop. loaded: serial {SERIAL}, {RECORDS} records, "
     assert loaded in text and f"from {ZONE}" in text
