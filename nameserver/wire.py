@@ -1,8 +1,8 @@
 """Wire-format building blocks shared by the zone compiler and the response renderer.
 
 Names are prepared once at load as :class:`WireName`: their wire bytes (original
-letter case, as the zone spells them) and the lowercased key of every suffix, so
-that compressing a name while rendering is a few dictionary look-ups.
+letter case, as the zone spells them) and their lowercased key, so that compressing
+a name while rendering is a few dictionary look-ups (one per suffix of the key).
 """
 
 from __future__ import annotations
@@ -15,24 +15,39 @@ MAX_POINTER = 0x3FFF
 class WireName:
     """A domain name in wire form with the keys needed for RFC 1035 §4.1.4 compression.
 
-    ``suffixes`` holds ``(offset, key)`` for every label start except the root:
-    ``wire[offset:]`` is the suffix and ``key`` is its lowercased wire form.
+    Only ``wire`` (the name as the zone spells it) and ``key`` (lowercased; the same
+    object when the spelling is already lowercase) are stored: a million-delegation
+    zone holds millions of names. ``suffixes`` (``(offset, key)`` for every label
+    start except the root) and ``labels`` are computed when asked for; the
+    :class:`Compressor` walks the key itself.
     """
 
-    __slots__ = ("wire", "key", "suffixes", "labels")
+    __slots__ = ("wire", "key")
 
     def __init__(self, wire: bytes):
         self.wire = wire
-        self.key = wire.lower()
+        key = wire.lower()
+        self.key = wire if key == wire else key
+
+    @property
+    def suffixes(self) -> tuple[tuple[int, bytes], ...]:
+        key = self.key
         suffixes: list[tuple[int, bytes]] = []
-        labels = 0
         i = 0
-        while wire[i]:
-            suffixes.append((i, self.key[i:]))
-            i += wire[i] + 1
-            labels += 1
-        self.suffixes = tuple(suffixes)
-        self.labels = labels
+        while key[i]:
+            suffixes.append((i, key[i:]))
+            i += key[i] + 1
+        return tuple(suffixes)
+
+    @property
+    def labels(self) -> int:
+        """The number of labels, the root excluded."""
+        key = self.key
+        count = i = 0
+        while key[i]:
+            i += key[i] + 1
+            count += 1
+        return count
 
     @classmethod
     def from_name(cls, name: dns.name.Name) -> WireName:
@@ -85,13 +100,16 @@ class Compressor:
         """Append ``name`` at the end of ``out``, compressed against what is already there."""
         table = self.table
         pos = len(out)
-        for off, key in name.suffixes:
-            ptr = table.get(key)
+        key = name.key
+        off = 0
+        while n := key[off]:
+            suffix = key[off:]
+            ptr = table.get(suffix)
             if ptr is not None:
                 out += name.wire[:off]
                 out += (0xC000 | ptr).to_bytes(2, "big")
-                break
+                return
             if pos + off <= MAX_POINTER:
-                table[key] = pos + off
-        else:
-            out += name.wire
+                table[suffix] = pos + off
+            off += n + 1
+        out += name.wire

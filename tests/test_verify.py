@@ -23,8 +23,8 @@ import pytest
 
 from nameserver.dnssec.verify import MAX_LINES, _sample, check_signatures
 from nameserver.dnssec.zonemd import check_zonemd, zone_digest
-from nameserver.zone.load import _gather
-from nameserver.zone.reader import read_zone_file
+from nameserver.zone.load import read_sets
+from nameserver.zone.sets import Gathered
 
 DATA = Path(__file__).resolve().parent / "data"
 SOURCE = DATA / "verify-coop.zone"
@@ -69,9 +69,8 @@ def sign(keys: Path, out: Path, *options: str, source: Path = SOURCE) -> Path:
     return out
 
 
-def read(path: Path) -> dict:
-    sets, _count = _gather(read_zone_file(path, ORIGIN))
-    return sets
+def read(path: Path) -> Gathered:
+    return read_sets(path, ORIGIN)
 
 
 def check(path: Path, **kwargs: object):

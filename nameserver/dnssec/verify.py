@@ -2,9 +2,11 @@
 
 :func:`check_signatures` is the safety net run at start and at every reload: a
 non-empty ``problems`` list refuses the zone (the previous one keeps serving).
-It works on the loader's ``sets`` (``{owner: {rdtype: _Set}}``, every ``_Set``
-having ``name``, ``rdtype``, ``ttl``, ``where`` and ``rdatas``; all RRSIGs of
-one owner are a single ``_Set`` of type RRSIG).
+It works on the zone as the loader gathered it (:class:`nameserver.zone.sets.Gathered`:
+the owners in file order, each node's ``rrsets`` mapping a type to a
+:class:`~nameserver.zone.sets.SetData` whose RDATA is in wire form; all RRSIGs of
+one owner are a single ``SetData`` of type RRSIG). The whole-zone checks read the
+RRSIG fields from the wire; only the RRsets validated become dnspython objects.
 
 Two kinds of checks, so that a million-delegation zone stays fast:
 
@@ -24,10 +26,11 @@ their RRSIGs (if any) are never served, so none of the checks look at them.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import dns.dnssec
 import dns.exception
@@ -35,6 +38,12 @@ import dns.name
 import dns.rdataset
 import dns.rdatatype
 import dns.rrset
+
+from nameserver.zone.sets import to_rdata
+
+if TYPE_CHECKING:
+    from nameserver.wire import WireName
+    from nameserver.zone.sets import Gathered
 
 SOA = dns.rdatatype.SOA
 NS = dns.rdatatype.NS
@@ -56,6 +65,9 @@ CLOCK_SKEW = 3600.0
 # At most this many lines per kind of problem, then one "and N more" line.
 MAX_LINES = 20
 
+# RRSIG expiration and inception, after the RDATA length, type covered, algorithm,
+# labels and original TTL.
+_TIMES = struct.Struct("!II")
 _ZONE_FLAG = dns.dnssec.Flag.ZONE
 _SEP_FLAG = dns.dnssec.Flag.SEP
 _REVOKE_FLAG = dns.dnssec.Flag.REVOKE
@@ -71,14 +83,14 @@ class SignatureReport:
 
 def check_signatures(
     origin: dns.name.Name,
-    sets: Mapping[dns.name.Name, Mapping[int, Any]],
+    zone: Gathered,
     *,
     now: float | None = None,
     margin: float = 3 * 86400,
     sample: int = 200,
     seed: int = 0,
 ) -> SignatureReport:
-    """Check the DNSSEC data of the zone ``origin`` read into ``sets``.
+    """Check the DNSSEC data of the zone ``origin`` gathered in ``zone``.
 
     ``now`` (POSIX seconds, default the current time) and ``margin``: an RRSIG
     that expires before ``now + margin`` is a problem, so is one whose inception
@@ -89,20 +101,25 @@ def check_signatures(
     """
     if now is None:
         now = time.time()
-    apex = sets.get(origin) or {}
+    apex = zone.apex.rrsets
     keys = apex.get(DNSKEY)
-    zone = _Zone(origin, sets)
-    expiring: list[tuple[Any, Any]] = []
-    missing: list[tuple[Any, dns.name.Name, int, str]] = []
+    classify = _Zone(zone)
+    expiring: list[tuple[Any, bytes]] = []
+    missing: list[tuple[Any, WireName, int, str]] = []
     pools: tuple[list[Any], list[Any], list[Any]] = ([], [], [])  # DS, NSEC/NSEC3, others
-    required = _algorithms(keys.rdatas, apex.get(RRSIG)) if keys is not None else frozenset()
+    required = (
+        _algorithms(keys.to_rdatas(), apex.get(RRSIG))  # type: ignore[union-attr]
+        if keys is not None else frozenset()
+    )
     expire_before = now + margin
     valid_from = now + CLOCK_SKEW
     earliest: int | None = None
     first_sigs = None  # the first served RRSIG set, to point at if there is no DNSKEY
+    times = _TIMES.unpack_from
 
-    for name, by_type in sets.items():
-        kind = zone.kind(name, by_type)
+    for node in zone.owners:
+        by_type = node.rrsets
+        kind = classify.kind(node)
         if kind is _OCCLUDED:
             continue
         sigs = by_type.get(RRSIG)
@@ -111,17 +128,18 @@ def check_signatures(
             covered = {}
             if first_sigs is None:
                 first_sigs = sigs
-            for rd in sigs.rdatas:
-                exp = rd.expiration
+            for rd in sigs.rdatas:  # type: ignore[attr-defined]
+                exp, inception = times(rd, 10)
                 if earliest is None or exp < earliest:
                     earliest = exp
-                if exp < expire_before or rd.inception > valid_from:
+                if exp < expire_before or inception > valid_from:
                     expiring.append((sigs, rd))
-                algs = covered.get(rd.type_covered)
+                rdtype = rd[2] << 8 | rd[3]
+                algs = covered.get(rdtype)
                 if algs is None:
-                    covered[rd.type_covered] = {rd.algorithm}
+                    covered[rdtype] = {rd[4]}
                 else:
-                    algs.add(rd.algorithm)
+                    algs.add(rd[4])
         if keys is None:
             continue
         for rdtype, rrset in by_type.items():
@@ -129,12 +147,12 @@ def check_signatures(
                 continue
             algs = covered.get(rdtype)
             if algs is None:
-                missing.append((rrset.where, name, rdtype, "has no RRSIG"))
+                missing.append((rrset.where, node, rdtype, "has no RRSIG"))  # type: ignore[attr-defined]
                 continue
             if not required <= algs:
                 lacking = ", ".join(_alg_text(a) for a in sorted(required - algs))
                 reason = f"has no RRSIG with algorithm {lacking} (the DNSKEY RRset has)"
-                missing.append((rrset.where, name, rdtype, reason))
+                missing.append((rrset.where, node, rdtype, reason))  # type: ignore[attr-defined]
             if kind is _APEX and rdtype in _APEX_TYPES:
                 continue
             pool = 0 if rdtype == DS else 1 if rdtype in (NSEC, NSEC3) else 2
@@ -159,10 +177,12 @@ def check_signatures(
     for rdtype in _APEX_TYPES:
         rrset = apex.get(rdtype)
         if rrset is not None and _signed(apex, rdtype):
-            failures.extend(validator.check(rrset, apex[RRSIG].rdatas, at_apex=True))
+            failures.extend(validator.check(rrset, apex[RRSIG], at_apex=True))
             checked += 1
     for rrset in _sample(pools, sample, seed):
-        failures.extend(validator.check(rrset, sets[rrset.name][RRSIG].rdatas))
+        owner = zone.find(rrset.name.key)
+        assert owner is not None
+        failures.extend(validator.check(rrset, owner.rrsets[RRSIG]))
         checked += 1
 
     problems = _capped(failures, lambda f: f"{f[0]}: {f[1]}", "RRsets that do not validate")
@@ -195,8 +215,9 @@ def _capped(
     return lines
 
 
-def _missing(item: tuple[Any, dns.name.Name, int, str]) -> str:
-    where, name, rdtype, why = item
+def _missing(item: tuple[Any, Any, int, str]) -> str:
+    where, node, rdtype, why = item
+    name = next(iter(node.rrsets.values())).name.to_name()  # as its first record spells it
     return f"{where}: {name} {dns.rdatatype.to_text(rdtype)} {why}"
 
 
@@ -210,50 +231,31 @@ _CUT = "delegation"
 _OCCLUDED = "occluded"
 
 
-def _key(name: dns.name.Name) -> tuple[bytes, ...]:
-    """The name's labels in lower case: hashing and comparing it is cheaper than a Name's."""
-    return tuple(map(bytes.lower, name.labels))
-
-
 class _Zone:
-    """Classifies owner names: the apex, authoritative, a delegation point, or not served."""
+    """Classifies owners: the apex, authoritative, a delegation point, or not served."""
 
-    def __init__(self, origin: dns.name.Name, sets: Mapping[dns.name.Name, Mapping[int, Any]]):
-        self.raw_top = origin.labels
-        self.top = _key(origin)
-        self.depth = len(self.top)
-        cuts: set[tuple[bytes, ...]] = set()
-        dnames: set[tuple[bytes, ...]] = set()
-        for name, by_type in sets.items():
-            if NS in by_type:
-                cuts.add(_key(name))
-            if DNAME in by_type:
-                dnames.add(_key(name))
-        cuts.discard(self.top)
-        # A DNAME occludes the names below it (RFC 6672 section 2.3), so does a cut.
-        self.tops = cuts | dnames
-        # The ancestors looked up are key[1:] .. key[below - 1:], and the apex itself
-        # only if it has a DNAME (it is never a cut).
-        self.apex_dname = int(self.top in dnames)
+    def __init__(self, zone: Gathered):
+        self.zone = zone
+        self.apex = zone.apex
+        # A DNAME occludes the names below it (RFC 6672 section 2.3), so does a cut; the
+        # apex counts only for a DNAME (it is never a cut).
+        self.apex_dname = DNAME in zone.apex.rrsets
+        self.olen = len(zone.origin_key)
 
-    def kind(self, name: dns.name.Name, by_type: Mapping[int, Any]) -> str:
-        labels = name.labels
-        below = len(labels) - self.depth
-        if below < 0:
-            return _OCCLUDED
-        suffix = labels[below:]
-        if suffix != self.raw_top and tuple(map(bytes.lower, suffix)) != self.top:
-            return _OCCLUDED  # not in the zone at all (the loader refuses that anyway)
-        if below == 0:
+    def kind(self, node: Any) -> str:
+        if node is self.apex:
             return _APEX
-        last = below + self.apex_dname
-        if last > 1:  # most names of a TLD sit right below the apex: nothing to look up
-            key = tuple(map(bytes.lower, labels))
-            tops = self.tops
-            for k in range(1, last):
-                if key[k:] in tops:
+        if not self.zone.in_zone(node):
+            return _OCCLUDED  # not in the zone at all (the loader refuses that anyway)
+        if self.apex_dname:
+            return _OCCLUDED
+        key = node.name.key
+        # Most names of a TLD sit right below the apex: nothing to look up.
+        if key[0] + 1 + self.olen != len(key):
+            for above in self.zone.ancestors(node)[1:]:
+                if NS in above.rrsets or DNAME in above.rrsets:
                     return _OCCLUDED
-        return _CUT if NS in by_type else _AUTH
+        return _CUT if NS in node.rrsets else _AUTH
 
 
 # ---------------------------------------------------------------------------
@@ -261,8 +263,10 @@ class _Zone:
 # ---------------------------------------------------------------------------
 
 
-def _timing(sigs: Any, rd: Any, now: float, margin: float) -> str:
-    what = f"RRSIG {dns.rdatatype.to_text(rd.type_covered)} {sigs.name} (key tag {rd.key_tag})"
+def _timing(sigs: Any, wire: bytes, now: float, margin: float) -> str:
+    rd: Any = to_rdata(RRSIG, wire)
+    name = sigs.name.to_name()
+    what = f"RRSIG {dns.rdatatype.to_text(rd.type_covered)} {name} (key tag {rd.key_tag})"
     if rd.inception > now + CLOCK_SKEW:
         return f"{sigs.where}: {what} is not valid before {_utc(rd.inception)} (inception)"
     if rd.expiration < now:
@@ -308,9 +312,9 @@ def _algorithms(dnskeys: Iterable[Any], apex_sigs: Any) -> frozenset[int]:
         if k.flags & _ZONE_FLAG and not k.flags & _REVOKE_FLAG and k.protocol == 3
     }
     return frozenset(
-        rd.algorithm
+        rd[4]
         for rd in apex_sigs.rdatas
-        if rd.type_covered == DNSKEY and (rd.key_tag, rd.algorithm) in keys
+        if rd[2] << 8 | rd[3] == DNSKEY and (rd[18] << 8 | rd[19], rd[4]) in keys
     )
 
 
@@ -320,37 +324,39 @@ def _alg_text(algorithm: int) -> str:
 
 def _signed(by_type: Mapping[int, Any], rdtype: int) -> bool:
     sigs = by_type.get(RRSIG)
-    return sigs is not None and any(rd.type_covered == rdtype for rd in sigs.rdatas)
+    return sigs is not None and any(rd[2] << 8 | rd[3] == rdtype for rd in sigs.rdatas)
 
 
 class _Validator:
     def __init__(self, origin: dns.name.Name, keys: Any):
         self.origin = origin
         self.keys_where = keys.where
-        self.all_keys = {origin: dns.rdataset.from_rdata_list(keys.ttl, keys.rdatas)}
-        self.known = {(dns.dnssec.key_id(k), k.algorithm) for k in keys.rdatas}
-        sep = [k for k in keys.rdatas if k.flags & _SEP_FLAG]
+        rdatas = keys.to_rdatas()
+        self.all_keys = {origin: dns.rdataset.from_rdata_list(keys.ttl, rdatas)}
+        self.known = {(dns.dnssec.key_id(k), k.algorithm) for k in rdatas}
+        sep = [k for k in rdatas if k.flags & _SEP_FLAG]
         # The DNSKEY RRset must be signed by a key with the SEP flag (a KSK) if there is one.
-        self.sep_keys = {origin: dns.rdataset.from_rdata_list(keys.ttl, sep or keys.rdatas)}
-        self.sep_known = {(dns.dnssec.key_id(k), k.algorithm) for k in sep or keys.rdatas}
+        self.sep_keys = {origin: dns.rdataset.from_rdata_list(keys.ttl, sep or rdatas)}
+        self.sep_known = {(dns.dnssec.key_id(k), k.algorithm) for k in sep or rdatas}
         self.has_sep = bool(sep)
 
-    def check(
-        self, rrset: Any, sigs: Iterable[Any], *, at_apex: bool = False
-    ) -> list[tuple[Any, str]]:
-        """Problems of one RRset as (where, reason): none if one of its RRSIGs validates."""
+    def check(self, rrset: Any, sigs: Any, *, at_apex: bool = False) -> list[tuple[Any, str]]:
+        """Problems of one RRset as (where, reason): none if one of the RRSIGs in the
+        set ``sigs`` that cover it validates."""
         rdtype = rrset.rdtype
-        target = dns.rrset.from_rdata_list(rrset.name, rrset.ttl, rrset.rdatas)
+        name = rrset.name.to_name()
+        target = dns.rrset.from_rdata_list(name, rrset.ttl, rrset.to_rdatas())
         is_dnskey = rdtype == DNSKEY
         keys, usable = (
             (self.sep_keys, self.sep_known) if is_dnskey else (self.all_keys, self.known)
         )
-        what = f"{rrset.name} {dns.rdatatype.to_text(rdtype)}"
+        what = f"{name} {dns.rdatatype.to_text(rdtype)}"
         problems: list[tuple[Any, str]] = []
         reasons: list[str] = []
-        for rd in sigs:
-            if rd.type_covered != rdtype:
+        for wire in sigs.rdatas:
+            if wire[2] << 8 | wire[3] != rdtype:
                 continue
+            rd: Any = to_rdata(RRSIG, wire)
             tag = rd.key_tag
             if rd.signer != self.origin:
                 reasons.append(f"RRSIG by key tag {tag} has signer {rd.signer}, not {self.origin}")

@@ -6,20 +6,22 @@ the zone is still served (named-checkzone's split between the two is the model).
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dns.name
-import dns.rdata
 import dns.rdatatype
 
 from nameserver.dnssec.verify import check_signatures
 from nameserver.dnssec.zonemd import check_zonemd
 from nameserver.wire import WireName
 from nameserver.zone.denial import Nsec3Chain, NsecChain, nsec3_owner_hash
-from nameserver.zone.reader import Record, Where, ZoneSyntaxError, read_zone_file
+from nameserver.zone.fastread import WireRecord, read_wire_records, reference_records
+from nameserver.zone.reader import ZoneSyntaxError
+from nameserver.zone.sets import Gathered, SetData
 from nameserver.zone.tree import (
     AAAA,
     CNAME,
@@ -60,16 +62,6 @@ class LoadResult:
     seconds: float = 0.0
 
 
-@dataclass
-class _Set:
-    """Records of one (owner, type) gathered while reading."""
-
-    name: dns.name.Name
-    rdtype: int
-    ttl: int
-    where: Where
-    rdatas: list[dns.rdata.Rdata] = field(default_factory=list)
-
 
 def load_zone(
     path: str | os.PathLike[str],
@@ -77,77 +69,171 @@ def load_zone(
     *,
     expiry_margin: float = DEFAULT_EXPIRY_MARGIN,
     now: float | None = None,
+    reference: bool = False,
 ) -> LoadResult:
     """Read, check and compile a zone file; raise ZoneError with every problem found.
 
     A signed zone must also pass the DNSSEC safety net (:mod:`nameserver.dnssec.verify`:
     no RRSIG expired or expiring within ``expiry_margin`` seconds, the keys and a sample
     of RRsets validate), and a ZONEMD, if present, must match the zone.
+
+    ``reference`` reads every record with dnspython (the slow path the fast reader of
+    :mod:`nameserver.zone.fastread` is tested against); the result is the same.
     """
     started = time.monotonic()
     if isinstance(origin, str):
         origin = dns.name.from_text(origin)
     path = os.fspath(path)
+    # Millions of objects are made and none is garbage: the cyclic collector would
+    # walk them all again and again for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        sets, count = _gather(read_zone_file(path, origin))
+        return _load(path, origin, expiry_margin, now, reference, started)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(
+    path: str, origin: dns.name.Name, expiry_margin: float, now: float | None,
+    reference: bool, started: float,
+) -> LoadResult:
+    try:
+        zone = read_sets(path, origin, reference=reference)
     except ZoneSyntaxError as e:
         raise ZoneError(e.problems) from None
     warnings: list[str] = []
-    errors = _check(path, origin, sets, warnings)
+    errors = _check(path, zone, warnings)
     if errors:
         raise ZoneError(errors)
-    report = check_signatures(origin, sets, now=now, margin=expiry_margin)
-    errors = report.problems + check_zonemd(origin, sets)
+    report = check_signatures(origin, zone, now=now, margin=expiry_margin)
+    errors = report.problems + check_zonemd(origin, zone)
     if errors:
         raise ZoneError(errors)
-    zone = _compile(origin, sets, path, count)
-    zone.earliest_expiry = report.earliest_expiry
-    return LoadResult(zone, warnings, time.monotonic() - started)
+    compiled = _compile(zone, path)
+    compiled.earliest_expiry = report.earliest_expiry
+    return LoadResult(compiled, warnings, time.monotonic() - started)
 
 
-def _gather(records: object) -> tuple[dict[dns.name.Name, dict[int, _Set]], int]:
-    sets: dict[dns.name.Name, dict[int, _Set]] = defaultdict(dict)
+def read_sets(
+    path: str | os.PathLike[str], origin: dns.name.Name, *, reference: bool = False
+) -> Gathered:
+    """Read a zone file into the label tree, records gathered per (owner, type);
+    raise ZoneSyntaxError listing every bad line."""
+    records = (reference_records if reference else read_wire_records)(path, origin)
+    return _gather(records, origin)
+
+
+def _gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
+    apex = Node(WireName.from_name(origin))
+    zone = Gathered(origin, apex)
+    owners = zone.owners
+    origin_wire = zone.origin_wire
+    origin_key = zone.origin_key
+    olen = len(origin_key)
+    outside: dict[bytes, Node] = {}
+    last: WireName | None = None
+    by_type: dict[int, SetData] = {}
     count = 0
-    for rec in records:  # type: ignore[attr-defined]
-        assert isinstance(rec, Record)
-        by_type = sets[rec.name]
-        s = by_type.get(rec.rdtype)
+    for name, ttl, rdtype, parts, target, file, line in records:
+        if name is not last:
+            last = name
+            key = name.key
+            node = None
+            # Most owners of a TLD are children of the apex: one look-up.
+            size = len(key) - olen
+            if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
+                node = apex.children.get(key[1:size])
+            elif size == 0 and key == origin_key:
+                node = apex
+            if node is None:
+                node = _node(zone, name, outside, origin_wire)
+            by_type = node.rrsets  # type: ignore[assignment]
+            if not by_type:
+                owners.append(node)
+        s = by_type.get(rdtype)
         if s is None:
-            s = by_type[rec.rdtype] = _Set(rec.name, rec.rdtype, rec.ttl, rec.where)
-        elif rec.rdata in s.rdatas:
-            continue  # RFC 2181 §5: an RRset has no duplicate records
-        # RFC 2181 §5.2: one TTL per RRset; like BIND, the first one stated wins.
-        s.rdatas.append(rec.rdata)
-        count += 1
-    return sets, count
-
-
-def _check(
-    path: str,
-    origin: dns.name.Name,
-    sets: dict[dns.name.Name, dict[int, _Set]],
-    warnings: list[str],
-) -> list[str]:
-    errors: list[str] = []
-    apex = sets.get(origin, {})
-    for name, by_type in sets.items():
-        first = next(iter(by_type.values()))
-        if not name.is_subdomain(origin):
-            errors.append(f"{first.where}: {name} is outside the zone {origin}")
+            by_type[rdtype] = SetData(name, rdtype, ttl, file, line, parts, target)
+        elif not s.add(parts, target):
             continue
-        if SOA in by_type and name != origin:
-            where = by_type[SOA].where
-            errors.append(f"{where}: SOA record for {name} is not at the apex {origin}")
+        count += 1
+    zone.count = count
+    return zone
+
+
+def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wire: bytes
+          ) -> Node:
+    """The node of ``name``, made (with the empty non-terminals above it) if new."""
+    key = name.key
+    labels = zone.relative_labels(key)
+    if labels is None:
+        node = outside.get(key)
+        if node is None:
+            node = outside[key] = Node(name)
+            zone.outside.add(id(node))
+        return node
+    wire = name.wire
+    # A node is named by the labels of the first owner that needs it, and the origin
+    # as load_zone was given it.
+    rel = len(wire) - len(origin_wire)
+    same_suffix = wire.endswith(origin_wire)
+    node = zone.apex
+    offsets = []
+    i = 0
+    while i < rel:
+        offsets.append(i)
+        i += wire[i] + 1
+    for depth in range(len(labels)):
+        label = labels[depth]
+        child = node.children.get(label)
+        if child is None:
+            at = offsets[len(labels) - 1 - depth]
+            if at == 0 and same_suffix:
+                child_name = name
+            elif same_suffix:
+                child_name = WireName(wire[at:])
+            else:
+                child_name = WireName(wire[at:rel] + origin_wire)
+            child = Node(child_name)
+            node.add_child(label, child)
+        node = child
+    return node
+
+
+def _text(name: WireName) -> str:
+    return str(name.to_name())
+
+
+def _check(path: str, zone: Gathered, warnings: list[str]) -> list[str]:
+    errors: list[str] = []
+    origin = zone.origin
+    apex_node = zone.apex
+    for node in zone.owners:
+        by_type = node.rrsets
+        first = next(iter(by_type.values()))
+        if not zone.in_zone(node):
+            errors.append(f"{first.where}: {_text(first.name)} is outside the zone {origin}")
+            continue
+        if SOA in by_type and node is not apex_node:
+            where = by_type[SOA].where  # type: ignore[attr-defined]
+            errors.append(
+                f"{where}: SOA record for {_text(first.name)} is not at the apex {origin}"
+            )
         if CNAME in by_type:
             cname = by_type[CNAME]
             others = [t for t in by_type if t not in _BESIDE_CNAME]
+            name = _text(first.name)
             if others:
                 listed = ", ".join(dns.rdatatype.to_text(t) for t in others)
-                errors.append(f"{cname.where}: CNAME at {name} beside other data ({listed})")
+                errors.append(f"{cname.where}: CNAME at {name} beside other data ({listed})")  # type: ignore[attr-defined]
             if len(cname.rdatas) > 1:
-                errors.append(f"{cname.where}: more than one CNAME record at {name}")
+                errors.append(f"{cname.where}: more than one CNAME record at {name}")  # type: ignore[attr-defined]
         if DNAME in by_type and len(by_type[DNAME].rdatas) > 1:
-            errors.append(f"{by_type[DNAME].where}: more than one DNAME record at {name}")
+            errors.append(
+                f"{by_type[DNAME].where}: more than one DNAME record at {_text(first.name)}"  # type: ignore[attr-defined]
+            )
+    apex: dict[int, SetData] = apex_node.rrsets  # type: ignore[assignment]
     if SOA not in apex:
         errors.append(f"{path}: no SOA record at the zone apex {origin}")
     elif len(apex[SOA].rdatas) > 1:
@@ -155,116 +241,190 @@ def _check(
     if NS not in apex:
         errors.append(f"{path}: no NS records at the zone apex {origin}")
     if not errors:
-        warnings.extend(_occlusion_and_glue(origin, sets))
+        warnings.extend(_occlusion_and_glue(zone))
     return errors
 
 
-def _occlusion_and_glue(
-    origin: dns.name.Name, sets: dict[dns.name.Name, dict[int, _Set]]
-) -> list[str]:
+def _occlusion_and_glue(zone: Gathered) -> list[str]:
     warnings: list[str] = []
-    cuts = {n for n, by in sets.items() if NS in by and n != origin}
-    dnames = {n for n, by in sets.items() if DNAME in by}
-    ns_targets: dict[dns.name.Name, Where] = {}
-    for _name, by_type in sets.items():
-        if NS in by_type:
-            for rd in by_type[NS].rdatas:
-                ns_targets.setdefault(rd.target, by_type[NS].where)  # type: ignore[attr-defined]
-
-    def below(name: dns.name.Name, tops: set[dns.name.Name]) -> dns.name.Name | None:
-        parent = name
-        while parent != origin and len(parent) > 1:
-            parent = parent.parent()
-            if parent in tops:
-                return parent
-        return None
-
-    for name, by_type in sets.items():
-        cut = below(name, cuts)
-        if cut is not None:
-            for t, s in by_type.items():
-                if t in (A, AAAA) and name in ns_targets:
-                    continue  # glue
-                warnings.append(
-                    f"{s.where}: {name} {dns.rdatatype.to_text(t)} is below the delegation "
-                    f"{cut} (occluded: kept, never served)"
-                )
-        elif name in cuts:
+    apex = zone.apex
+    ns_targets: dict[bytes, tuple[WireName, SetData]] = {}
+    for node in zone.owners:
+        s = node.rrsets.get(NS)
+        if s is not None and s.targets:  # type: ignore[attr-defined]
+            for target in s.targets:  # type: ignore[attr-defined]
+                if target.key not in ns_targets:
+                    ns_targets[target.key] = (target, s)  # type: ignore[assignment]
+    apex_dname = DNAME in apex.rrsets
+    children = apex.children
+    for node in zone.owners:
+        by_type: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
+        if node is apex:
+            continue
+        if apex_dname or not (node.name.key[0] + 1 + len(zone.origin_key) == len(node.name.key)
+                              and children.get(node.name.key[1 : 1 + node.name.key[0]]) is node):
+            _occluded(zone, node, by_type, ns_targets, warnings)
+        elif NS in by_type:
+            name = None
             for t, s in by_type.items():
                 if t not in _AT_CUT:
+                    name = name or _text(zone.owner_name(node))
                     warnings.append(
                         f"{s.where}: {name} {dns.rdatatype.to_text(t)} is at the delegation "
                         f"{name} (occluded: kept, never served)"
                     )
-        dname_top = below(name, dnames)
-        if dname_top is not None:
-            s = next(iter(by_type.values()))
-            warnings.append(
-                f"{s.where}: {name} is below the DNAME at {dname_top} "
-                "(occluded: kept, never served)"
-            )
-    for target, where in ns_targets.items():
-        if target.is_subdomain(origin):
-            by_type = sets.get(target, {})
-            if A not in by_type and AAAA not in by_type:
-                warnings.append(f"{where}: name server {target} has no address records (glue)")
+    for target, s in ns_targets.values():
+        labels = zone.relative_labels(target.key)
+        if labels is not None:
+            found = zone.find(target.key)
+            by = found.rrsets if found is not None else {}
+            if A not in by and AAAA not in by:
+                warnings.append(
+                    f"{s.where}: name server {_text(target)} has no address records (glue)"
+                )
     return warnings
 
 
-def _compile(
-    origin: dns.name.Name, sets: dict[dns.name.Name, dict[int, _Set]], path: str, count: int
-) -> Zone:
-    apex = Node(WireName.from_name(origin))
-    origin_len = len(origin)
-    nsec3_records: list[tuple[dns.name.Name, RRset]] = []
-    for name, by_type in sets.items():
-        owner = WireName.from_name(name)
-        rrsets = _rrsets(owner, by_type)
+def _occluded(
+    zone: Gathered,
+    node: Node,
+    by_type: dict[int, SetData],
+    ns_targets: dict[bytes, tuple[WireName, SetData]],
+    warnings: list[str],
+) -> None:
+    """Warnings for a name that is not a child of the apex (or below an apex DNAME)."""
+    ancestors = zone.ancestors(node)
+    owner = zone.owner_name(node)
+    wire = owner.wire
+    # Offsets in the owner's wire of each ancestor, the apex first (names printed as
+    # the owner spells them, as dnspython's Name.parent() does).
+    offsets = []
+    i = 0
+    while wire[i]:
+        offsets.append(i)
+        i += wire[i] + 1
+    offsets.reverse()  # offsets[k]: the suffix of k+1 labels
+    depth0 = len(offsets) - len(ancestors)  # labels of the apex
+
+    def spelled(index: int) -> str:
+        labels = depth0 + index
+        return _text(WireName(wire[offsets[labels - 1] :] if labels else b"\0"))
+
+    cut = dname = None
+    for index, anc in enumerate(ancestors):
+        if index and NS in anc.rrsets:
+            cut = index
+        if DNAME in anc.rrsets:
+            dname = index
+    name = _text(owner)
+    if cut is not None:
+        for t, s in by_type.items():
+            if t in (A, AAAA) and node.name.key in ns_targets:
+                continue  # glue
+            warnings.append(
+                f"{s.where}: {name} {dns.rdatatype.to_text(t)} is below the delegation "
+                f"{spelled(cut)} (occluded: kept, never served)"
+            )
+    elif NS in by_type:
+        for t, s in by_type.items():
+            if t not in _AT_CUT:
+                warnings.append(
+                    f"{s.where}: {name} {dns.rdatatype.to_text(t)} is at the delegation "
+                    f"{name} (occluded: kept, never served)"
+                )
+    if dname is not None:
+        s = next(iter(by_type.values()))
+        warnings.append(
+            f"{s.where}: {name} is below the DNAME at {spelled(dname)} "
+            "(occluded: kept, never served)"
+        )
+
+
+def _compile(zone: Gathered, path: str) -> Zone:
+    """Turn every SetData into a prepared RRset, in place; NSEC3 records go to the
+    chain index (their owners are hashes, not names of the zone)."""
+    apex = zone.apex
+    nsec3_records: list[tuple[WireName, RRset]] = []
+    shared: dict[tuple, tuple[tuple, tuple]] = {}  # NS and A RDATA shared by value
+    empty: list[Node] = []
+    for node in zone.owners:
+        sets: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
+        first = next(iter(sets.values()))
+        owner = first.name
+        if owner.wire == node.name.wire:
+            owner = node.name
+        rrsets = _rrsets(owner, sets, shared)
         nsec3 = rrsets.pop(NSEC3, None)
         if nsec3 is not None:
-            # NSEC3 owners are hashes, not names of the zone: they live in the chain index.
-            nsec3_records.append((name, nsec3))
+            nsec3_records.append((first.name, nsec3))
             rrsets.pop(RRSIG, None)
-            if not rrsets:
-                continue
-        node = apex
-        labels = name.labels[: len(name) - origin_len]
-        for depth in range(len(labels) - 1, -1, -1):
-            label = labels[depth].lower()
-            child = node.children.get(label)
-            if child is None:
-                child = Node(WireName(dns.name.Name(labels[depth:] + origin.labels).to_wire()))
-                node.children[label] = child
-                if label == b"*":
-                    node.wildcard = child
-            node = child
         node.rrsets = rrsets
+        if not rrsets:
+            empty.append(node)
+            continue
         if node is not apex and NS in rrsets:
             node.cut = True
         node.dname = rrsets.get(DNAME)
-    zone = Zone(apex.name, apex, path, count)
-    zone.nsec3 = _nsec3_chain(apex, nsec3_records)
-    if zone.nsec3 is None:
-        zone.nsec = _nsec_chain(apex)
-    return zone
+    for node in empty:
+        _prune(zone, node)
+    compiled = Zone(apex.name, apex, path, zone.count)
+    compiled.nsec3 = _nsec3_chain(apex, nsec3_records)
+    if compiled.nsec3 is None:
+        compiled.nsec = _nsec_chain(apex)
+    return compiled
 
 
-def _rrsets(owner: WireName, by_type: dict[int, _Set]) -> dict[int, RRset]:
+def _prune(zone: Gathered, node: Node) -> None:
+    """Take an owner that had only NSEC3 records out of the tree, and the empty
+    non-terminals left with nothing below them."""
+    if node.children or node is zone.apex:
+        return
+    path = zone.ancestors(node) + [node]
+    labels = zone.relative_labels(node.name.key) or []
+    for depth in range(len(path) - 1, 0, -1):
+        here = path[depth]
+        if here.children or here.rrsets:
+            return
+        parent = path[depth - 1]
+        label = labels[depth - 1]
+        del parent.children[label]
+        if label == b"*":
+            parent.wildcard = None
+
+
+def _rrsets(owner: WireName, sets: dict[int, SetData], shared: dict) -> dict[int, RRset]:
     """Prepared RRsets of one owner, each with the RRSIGs that cover it attached."""
-    rrsets = {t: RRset.from_rdatas(owner, t, s.ttl, s.rdatas) for t, s in by_type.items()}
-    if RRSIG in by_type:
-        sigs_by_type: dict[int, list[dns.rdata.Rdata]] = defaultdict(list)
-        for rd in by_type[RRSIG].rdatas:
-            sigs_by_type[rd.type_covered].append(rd)  # type: ignore[attr-defined]
-        for covered, rds in sigs_by_type.items():
+    rrsets: dict[int, RRset] = {}
+    for t, s in sets.items():
+        rdatas = tuple(s.rdatas)
+        targets = tuple(s.targets) if s.targets is not None else ()
+        if t in (NS, A):
+            both = shared.get(rdatas)
+            if both is None:
+                both = shared[rdatas] = (rdatas, targets)
+            rdatas, targets = both
+        rrsets[t] = RRset(owner, t, s.ttl, rdatas, targets)
+    sigs = sets.get(RRSIG)
+    if sigs is not None:
+        by_covered: dict[int, list] = {}
+        for rd in sigs.rdatas:
+            covered = rd[2] << 8 | rd[3]  # type: ignore[index,operator]
+            group = by_covered.get(covered)
+            if group is None:
+                by_covered[covered] = [rd]
+            else:
+                group.append(rd)
+        whole = rrsets[RRSIG].rdatas
+        for covered, rds in by_covered.items():
             target = rrsets.get(covered)
             if target is not None:
                 # RFC 4034 §3: an RRSIG's TTL is that of the RRset it covers.
-                target.sigs = RRset.from_rdatas(owner, RRSIG, target.ttl, rds)
+                rdatas = whole if len(rds) == len(whole) else tuple(rds)
+                target.sigs = RRset(owner, RRSIG, target.ttl, rdatas)
     return rrsets
 
 
-def _nsec3_chain(apex: Node, records: list[tuple[dns.name.Name, RRset]]) -> Nsec3Chain | None:
+def _nsec3_chain(apex: Node, records: list[tuple[WireName, RRset]]) -> Nsec3Chain | None:
     """The chain of the apex's NSEC3PARAM (or of the first NSEC3 if there is none)."""
     if not records:
         return None
@@ -278,7 +438,7 @@ def _nsec3_chain(apex: Node, records: list[tuple[dns.name.Name, RRset]]) -> Nsec
     for name, rrset in records:
         rd = rrset.rdatas[0]
         assert isinstance(rd, bytes)
-        digest = nsec3_owner_hash(name.labels[0])
+        digest = nsec3_owner_hash(name.wire[1 : 1 + name.wire[0]])
         same_params = rd[2] == algorithm and rd[4 : 7 + rd[6]] == wire[4 : 7 + wire[6]]
         if digest is not None and same_params:
             chain.append((digest, rrset))

@@ -168,6 +168,7 @@ def _read(
     path: str, origin: dns.name.Name, state: _State, problems: list[str], depth: int
 ) -> Iterator[Record]:
     state.origin = origin
+    state.last_name_text = None
     try:
         lines = _logical_lines(path)
         for where, blank_owner, tokens in lines:
@@ -208,6 +209,7 @@ def _directive(
             raise ValueError("expects one domain name")
         state.origin = dns.name.from_text(args[0], state.origin)
         state.last_name = None
+        state.last_name_text = None
     elif word == "$TTL":
         if len(args) != 1:
             raise ValueError("expects one TTL")
@@ -225,6 +227,7 @@ def _directive(
         yield from _read(target, inner_origin, state, problems, depth + 1)
         # RFC 1035 section 5.1: the origin reverts after the included file.
         state.origin, state.last_name = saved_origin, saved_name
+        state.last_name_text = None
     else:
         raise ValueError("unknown directive")
 

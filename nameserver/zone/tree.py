@@ -10,6 +10,7 @@ cut, DNAME, wildcard child).
 from __future__ import annotations
 
 import struct
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import dns.name
@@ -38,6 +39,24 @@ NSEC3PARAM = dns.rdatatype.NSEC3PARAM
 
 _RR_FIXED = struct.Struct("!HHI")  # type, class, ttl
 IN = 1
+
+# The fixed header bytes of every (type, TTL) seen: one bytes object shared by all the
+# RRsets of a kind (a TLD has millions of NS RRsets and a handful of TTLs).
+_FIXED: dict[int, bytes] = {}
+
+
+def fixed_header(rdtype: int, ttl: int) -> bytes:
+    """TYPE, CLASS (IN) and TTL of a resource record, packed (shared objects)."""
+    k = rdtype << 32 | ttl
+    fixed = _FIXED.get(k)
+    if fixed is None:
+        fixed = _FIXED[k] = _RR_FIXED.pack(rdtype, IN, ttl)
+    return fixed
+
+
+# The children of a leaf: one shared, read-only empty mapping (most nodes of a TLD
+# are leaves). The loader gives a node its own dict when it adds the first child.
+NO_CHILDREN: MappingProxyType[bytes, Node] = MappingProxyType({})
 
 # RDATA is one piece of bytes, or a tuple of bytes and names that may be compressed
 # (RFC 3597 §4: only the RFC 1035 types NS, CNAME, SOA, MX and PTR).
@@ -97,7 +116,7 @@ class RRset:
         self.owner = owner
         self.rdtype = rdtype
         self.ttl = ttl
-        self.fixed = _RR_FIXED.pack(rdtype, IN, ttl)
+        self.fixed = fixed_header(rdtype, ttl)
         self.rdatas = rdatas
         self.targets = targets
         self.sigs = sigs
@@ -131,17 +150,26 @@ class RRset:
 
 
 class Node:
-    """One owner name in the tree. ``children`` is keyed by lowercased label."""
+    """One owner name in the tree. ``children`` is keyed by lowercased label; a leaf
+    shares the read-only :data:`NO_CHILDREN` (use :meth:`add_child` to add one)."""
 
     __slots__ = ("name", "children", "rrsets", "cut", "dname", "wildcard")
 
     def __init__(self, name: WireName):
         self.name = name
-        self.children: dict[bytes, Node] = {}
+        self.children: dict[bytes, Node] = NO_CHILDREN  # type: ignore[assignment]
         self.rrsets: dict[int, RRset] = {}
         self.cut = False  # a delegation point (NS below the apex)
         self.dname: RRset | None = None
         self.wildcard: Node | None = None  # the child labelled '*', if any
+
+    def add_child(self, label: bytes, child: Node) -> None:
+        """Make ``child`` the child labelled ``label`` (lowercased)."""
+        if self.children is NO_CHILDREN:
+            self.children = {}
+        self.children[label] = child
+        if label == b"*":
+            self.wildcard = child
 
     def __repr__(self) -> str:
         return f"Node({self.name.to_name()})"

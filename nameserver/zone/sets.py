@@ -1,0 +1,189 @@
+"""The zone as gathered by the loader, before it is checked and compiled.
+
+Records are gathered straight into the label tree of :class:`~nameserver.zone.tree.Node`
+that will be served: while loading, each node's ``rrsets`` maps a type to a
+:class:`SetData` (the RDATA in prepared wire form plus where the RRset was first
+stated), and :class:`Gathered` lists the owners in the order the file first names
+them, which is the order every check reports problems in. The checks
+(:mod:`nameserver.zone.load`, :mod:`nameserver.dnssec.verify`,
+:mod:`nameserver.dnssec.zonemd`) read this; compiling turns each ``SetData`` into a
+:class:`~nameserver.zone.tree.RRset` in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+from nameserver.wire import WireName
+from nameserver.zone.reader import Where
+from nameserver.zone.tree import Node, RdataParts
+
+IN = dns.rdataclass.IN
+RRSIG = dns.rdatatype.RRSIG
+
+# Types whose DNSSEC canonical RDATA (RFC 4034 §6.2, as dnspython's to_digestable) is
+# their wire form: no domain names inside.
+_NAMELESS = frozenset(
+    {
+        dns.rdatatype.A,
+        dns.rdatatype.AAAA,
+        dns.rdatatype.DS,
+        dns.rdatatype.CDS,
+        dns.rdatatype.DNSKEY,
+        dns.rdatatype.CDNSKEY,
+        dns.rdatatype.NSEC3,
+        dns.rdatatype.NSEC3PARAM,
+        dns.rdatatype.TXT,
+        dns.rdatatype.CAA,
+        dns.rdatatype.ZONEMD,
+    }
+)
+
+
+class SetData:
+    """The records of one (owner, type) gathered while reading."""
+
+    __slots__ = ("name", "rdtype", "ttl", "file", "line", "rdatas", "targets")
+
+    def __init__(self, name: WireName, rdtype: int, ttl: int, file: str, line: int,
+                 rdata: RdataParts, target: WireName | None):
+        self.name = name  # the owner as its first record spells it
+        self.rdtype = rdtype
+        self.ttl = ttl  # RFC 2181 §5.2: one TTL per RRset; like BIND, the first wins
+        self.file = file
+        self.line = line
+        self.rdatas: list[RdataParts] = [rdata]
+        self.targets: list[WireName] | None = None if target is None else [target]
+
+    @property
+    def where(self) -> Where:
+        return Where(self.file, self.line)
+
+    def add(self, rdata: RdataParts, target: WireName | None) -> bool:
+        """Add a record unless the set has it already (RFC 2181 §5: no duplicates,
+        compared in canonical form as dnspython does); True if added."""
+        rdatas = self.rdatas
+        rdtype = self.rdtype
+        if type(rdata) is bytes and rdtype in _NAMELESS:
+            if rdata in rdatas:
+                return False
+        else:
+            mine = canonical(rdtype, rdata)
+            for other in rdatas:
+                if canonical(rdtype, other) == mine:
+                    return False
+        rdatas.append(rdata)
+        if target is not None:
+            if self.targets is None:
+                self.targets = [target]
+            else:
+                self.targets.append(target)
+        return True
+
+    def to_rdatas(self) -> list[dns.rdata.Rdata]:
+        """The records as dnspython objects (for the few RRsets validated)."""
+        return [to_rdata(self.rdtype, p) for p in self.rdatas]
+
+    def __repr__(self) -> str:
+        t = dns.rdatatype.to_text(self.rdtype)
+        return f"SetData({self.name.to_name()} {t} x{len(self.rdatas)} at {self.where})"
+
+
+def rdata_wire(parts: RdataParts) -> bytes:
+    """The RDATA alone (no length), names uncompressed as spelled."""
+    if type(parts) is bytes:
+        return parts[2:]
+    return b"".join(p if type(p) is bytes else p.wire for p in parts)  # type: ignore[union-attr]
+
+
+def to_rdata(rdtype: int, parts: RdataParts) -> dns.rdata.Rdata:
+    wire = rdata_wire(parts)
+    return dns.rdata.from_wire(IN, rdtype, wire, 0, len(wire))
+
+
+def _name_end(wire: bytes, at: int) -> int:
+    while wire[at]:
+        at += wire[at] + 1
+    return at + 1
+
+
+def canonical(rdtype: int, parts: RdataParts) -> bytes:
+    """The DNSSEC canonical form of one RDATA (RFC 4034 §6.2): dnspython's
+    ``to_digestable``, without building the object for the common types."""
+    if type(parts) is not bytes:
+        # NS, CNAME, PTR, MX, SOA: every name lowercased.
+        return b"".join(p if type(p) is bytes else p.key for p in parts)  # type: ignore[union-attr]
+    if rdtype in _NAMELESS:
+        return parts[2:]
+    if rdtype == RRSIG:
+        end = _name_end(parts, 20)
+        return parts[2:20] + parts[20:end].lower() + parts[end:]
+    return to_rdata(rdtype, parts).to_digestable()
+
+
+class Gathered:
+    """The owners of a zone being loaded, in the order the file first names them."""
+
+    def __init__(self, origin: dns.name.Name, apex: Node):
+        self.origin = origin
+        self.origin_wire = apex.name.wire
+        self.origin_key = apex.name.key
+        self.apex = apex
+        self.owners: list[Node] = []  # each node's rrsets: {type: SetData}
+        self.outside: set[int] = set()  # id() of owners outside the zone (not in the tree)
+        self.count = 0  # records, duplicates not counted
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.owners)
+
+    def in_zone(self, node: Node) -> bool:
+        return id(node) not in self.outside
+
+    def relative_labels(self, key: bytes) -> list[bytes] | None:
+        """Labels of ``key`` below the origin, nearest the origin first; None outside."""
+        origin_key = self.origin_key
+        end = len(key) - len(origin_key)
+        if end < 0 or not key.endswith(origin_key):
+            return None
+        labels = []
+        i = 0
+        while i < end:
+            n = key[i]
+            labels.append(key[i + 1 : i + 1 + n])
+            i += n + 1
+        if i != end:
+            return None
+        labels.reverse()
+        return labels
+
+    def find(self, key: bytes) -> Node | None:
+        labels = self.relative_labels(key)
+        if labels is None:
+            return None
+        node: Node | None = self.apex
+        for label in labels:
+            node = node.children.get(label)  # type: ignore[union-attr]
+            if node is None:
+                return None
+        return node
+
+    def ancestors(self, node: Node) -> list[Node]:
+        """The nodes above ``node`` (in the zone), the apex first; [] for the apex."""
+        labels = self.relative_labels(node.name.key)
+        path = []
+        here = self.apex
+        for label in (labels or [])[:-1]:
+            path.append(here)
+            here = here.children[label]
+        if labels:
+            path.append(here)
+        return path
+
+    def owner_name(self, node: Node) -> WireName:
+        """The owner as its first record spells it."""
+        return next(iter(node.rrsets.values())).name  # type: ignore[attr-defined]
