@@ -45,7 +45,14 @@ import refservers as rs  # noqa: E402
 ORIGIN = "coop."
 KNOWN_SERVERS = ("ours", "knot", "nsd")
 BASE_MIXES = ("tld", "random")
-MIX_SUFFIXES = {"": [], "do": ["-D"], "edns": ["-e"]}
+MIX_SUFFIXES = {
+    "": [],
+    "do": ["-D"],
+    "edns": ["-e"],
+    # TCP: dnsperf keeps each client's connection for many queries (RFC 7766 reuse).
+    "do-tcp": ["-D", "-m", "tcp"],
+    "tcp": ["-m", "tcp"],
+}
 DEFAULT_OURS_CMD = (
     "{python} -m nameserver serve --zone coop.={zone} --listen {address}@{port}"
     " --workers {workers} --control {control}"
@@ -70,7 +77,7 @@ def parse_mix(text: str) -> Mix:
     if base not in BASE_MIXES or suffix not in MIX_SUFFIXES:
         raise argparse.ArgumentTypeError(
             f"bad mix {text!r}: expected one of {', '.join(BASE_MIXES)}"
-            f" optionally followed by -do (DNSSEC OK, implies EDNS) or -edns"
+            f" optionally followed by -do (DNSSEC OK, implies EDNS), -edns, -tcp or -do-tcp"
         )
     return Mix(text.strip(), base, tuple(MIX_SUFFIXES[suffix]))
 
