@@ -123,7 +123,7 @@ class _Caches:
         self.bitmaps: dict[tuple[str, ...], bytes] = {}
         # Names in RDATA by (origin wire, text): the WireName and its 1-tuple (the
         # RDATA parts of NS and CNAME), one of each per name however many refer to it.
-        self.names: dict[bytes, dict[str, tuple[WireName, tuple[WireName]]]] = {}
+        self.names: dict[bytes, dict[str, tuple[WireName]]] = {}
         # Every WireName made for a name in RDATA, by wire: owners reuse them (glue).
         self.by_wire: dict[bytes, WireName] = {}
         # Small RDATA (A, AAAA) shared by value.
@@ -545,7 +545,7 @@ class _Reader:
 
     # -- RDATA -----------------------------------------------------------------------
 
-    def _name(self, text: str, state: _State) -> tuple[WireName, tuple[WireName]]:
+    def _name(self, text: str, state: _State) -> tuple[WireName]:
         c = self.c
         names = c.names.get(state.origin_wire)
         if names is None:
@@ -558,14 +558,14 @@ class _Reader:
             wn = c.by_wire.get(wire)
             if wn is None:
                 wn = c.by_wire[wire] = WireName(wire)
-            hit = names[text] = (wn, (wn,))
+            hit = names[text] = (wn,)
         return hit
 
     def _ns(self, toks: list[str], i: int, n: int, state: _State) -> tuple:
         if n - i != 1:
             raise _Fallback
-        wn, parts = self._name(toks[i], state)
-        return parts, wn
+        parts = self._name(toks[i], state)
+        return parts, parts[0]
 
     def _mx(self, toks: list[str], i: int, n: int, state: _State) -> tuple:
         if n - i != 2:

@@ -133,18 +133,36 @@ def _gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
     origin_key = zone.origin_key
     olen = len(origin_key)
     outside: dict[bytes, Node] = {}
+    # The RDATA of NS and A RRsets, shared by value: a TLD's delegations use the same
+    # few name server sets over and over (and glue the same addresses).
+    shared: dict[tuple, tuple] = {}
     last: WireName | None = None
     by_type: dict[int, SetData] = {}
     count = 0
     for name, ttl, rdtype, parts, target, file, line in records:
         if name is not last:
+            # Done with the previous owner (most likely): share its RDATA now, so the
+            # memory of the tuples let go is used again at once.
+            for t in (NS, A):
+                s = by_type.get(t)
+                if s is not None and type(s.rdatas) is tuple:
+                    s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
             last = name
             key = name.key
             node = None
             # Most owners of a TLD are children of the apex: one look-up.
             size = len(key) - olen
             if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
-                node = apex.children.get(key[1:size])
+                label = key[1:size]
+                node = apex.children.get(label)
+                if node is None:
+                    # Named by the owner's label and the origin as load_zone has it.
+                    wire = name.wire
+                    if not wire.endswith(origin_wire):
+                        name = WireName(wire[:size] + origin_wire)
+                    node = Node(name)
+                    apex.add_child(label, node)
+                    name = last
             elif size == 0 and key == origin_key:
                 node = apex
             if node is None:
@@ -158,6 +176,10 @@ def _gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
         elif not s.add(parts, target):
             continue
         count += 1
+    for t in (NS, A):
+        s = by_type.get(t)
+        if s is not None and type(s.rdatas) is tuple:
+            s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
     zone.count = count
     return zone
 
@@ -248,13 +270,15 @@ def _check(path: str, zone: Gathered, warnings: list[str]) -> list[str]:
 def _occlusion_and_glue(zone: Gathered) -> list[str]:
     warnings: list[str] = []
     apex = zone.apex
-    ns_targets: dict[bytes, tuple[WireName, SetData]] = {}
+    # The NS RRset that first names each name server (by lowercased name).
+    ns_targets: dict[bytes, SetData] = {}
     for node in zone.owners:
         s = node.rrsets.get(NS)
-        if s is not None and s.targets:  # type: ignore[attr-defined]
-            for target in s.targets:  # type: ignore[attr-defined]
-                if target.key not in ns_targets:
-                    ns_targets[target.key] = (target, s)  # type: ignore[assignment]
+        if s is not None:
+            for p in s.rdatas:
+                key = p[0].key  # type: ignore[index,union-attr]
+                if key not in ns_targets:
+                    ns_targets[key] = s  # type: ignore[assignment]
     apex_dname = DNAME in apex.rrsets
     children = apex.children
     for node in zone.owners:
@@ -273,12 +297,14 @@ def _occlusion_and_glue(zone: Gathered) -> list[str]:
                         f"{s.where}: {name} {dns.rdatatype.to_text(t)} is at the delegation "
                         f"{name} (occluded: kept, never served)"
                     )
-    for target, s in ns_targets.values():
-        labels = zone.relative_labels(target.key)
+    for key, s in ns_targets.items():
+        labels = zone.relative_labels(key)
         if labels is not None:
-            found = zone.find(target.key)
+            found = zone.find(key)
             by = found.rrsets if found is not None else {}
             if A not in by and AAAA not in by:
+                # Named as the first NS record naming it spells it.
+                target = next(p[0] for p in s.rdatas if p[0].key == key)  # type: ignore[index,union-attr]
                 warnings.append(
                     f"{s.where}: name server {_text(target)} has no address records (glue)"
                 )
@@ -289,37 +315,42 @@ def _occluded(
     zone: Gathered,
     node: Node,
     by_type: dict[int, SetData],
-    ns_targets: dict[bytes, tuple[WireName, SetData]],
+    ns_targets: dict[bytes, SetData],
     warnings: list[str],
 ) -> None:
     """Warnings for a name that is not a child of the apex (or below an apex DNAME)."""
     ancestors = zone.ancestors(node)
-    owner = zone.owner_name(node)
-    wire = owner.wire
-    # Offsets in the owner's wire of each ancestor, the apex first (names printed as
-    # the owner spells them, as dnspython's Name.parent() does).
-    offsets = []
-    i = 0
-    while wire[i]:
-        offsets.append(i)
-        i += wire[i] + 1
-    offsets.reverse()  # offsets[k]: the suffix of k+1 labels
-    depth0 = len(offsets) - len(ancestors)  # labels of the apex
-
-    def spelled(index: int) -> str:
-        labels = depth0 + index
-        return _text(WireName(wire[offsets[labels - 1] :] if labels else b"\0"))
-
     cut = dname = None
     for index, anc in enumerate(ancestors):
         if index and NS in anc.rrsets:
             cut = index
         if DNAME in anc.rrsets:
             dname = index
+    if cut is None and dname is None and NS not in by_type:
+        return
+    glue = node.name.key in ns_targets
+    if cut is not None and dname is None and glue and all(t in (A, AAAA) for t in by_type):
+        return  # the common case of a TLD: glue, nothing to say
+    owner = zone.owner_name(node)
+    wire = owner.wire
+    # Ancestors are named as the owner spells them (as dnspython's Name.parent() does):
+    # offsets[k] is where the suffix of k + 1 labels starts in the owner's wire.
+    offsets = []
+    i = 0
+    while wire[i]:
+        offsets.append(i)
+        i += wire[i] + 1
+    offsets.reverse()
+    depth0 = len(offsets) - len(ancestors)  # labels of the apex
+
+    def spelled(index: int) -> str:
+        labels = depth0 + index
+        return _text(WireName(wire[offsets[labels - 1] :] if labels else b"\0"))
+
     name = _text(owner)
     if cut is not None:
         for t, s in by_type.items():
-            if t in (A, AAAA) and node.name.key in ns_targets:
+            if t in (A, AAAA) and glue:
                 continue  # glue
             warnings.append(
                 f"{s.where}: {name} {dns.rdatatype.to_text(t)} is below the delegation "
@@ -345,23 +376,21 @@ def _compile(zone: Gathered, path: str) -> Zone:
     chain index (their owners are hashes, not names of the zone)."""
     apex = zone.apex
     nsec3_records: list[tuple[WireName, RRset]] = []
-    shared: dict[tuple, tuple[tuple, tuple]] = {}  # NS and A RDATA shared by value
+    targets: dict[int, tuple[WireName, ...]] = {}  # of shared NS RDATA, by id()
     empty: list[Node] = []
     for node in zone.owners:
-        sets: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
-        first = next(iter(sets.values()))
-        owner = first.name
-        if owner.wire == node.name.wire:
-            owner = node.name
-        rrsets = _rrsets(owner, sets, shared)
+        rrsets: dict[int, RRset] = node.rrsets
+        first: SetData = next(iter(rrsets.values()))  # type: ignore[assignment]
+        name = first.name
+        owner = node.name if name.wire == node.name.wire else name
+        _finish(owner, rrsets, targets)  # type: ignore[arg-type]
         nsec3 = rrsets.pop(NSEC3, None)
         if nsec3 is not None:
-            nsec3_records.append((first.name, nsec3))
+            nsec3_records.append((name, nsec3))
             rrsets.pop(RRSIG, None)
-        node.rrsets = rrsets
-        if not rrsets:
-            empty.append(node)
-            continue
+            if not rrsets:
+                empty.append(node)
+                continue
         if node is not apex and NS in rrsets:
             node.cut = True
         node.dname = rrsets.get(DNAME)
@@ -392,19 +421,19 @@ def _prune(zone: Gathered, node: Node) -> None:
             parent.wildcard = None
 
 
-def _rrsets(owner: WireName, sets: dict[int, SetData], shared: dict) -> dict[int, RRset]:
-    """Prepared RRsets of one owner, each with the RRSIGs that cover it attached."""
-    rrsets: dict[int, RRset] = {}
+def _finish(owner: WireName, sets: dict[int, SetData], targets: dict[int, tuple]) -> None:
+    """Make the sets of one owner its prepared RRsets, each with the RRSIGs that cover
+    it attached."""
     for t, s in sets.items():
-        rdatas = tuple(s.rdatas)
-        targets = tuple(s.targets) if s.targets is not None else ()
-        if t in (NS, A):
-            both = shared.get(rdatas)
-            if both is None:
-                both = shared[rdatas] = (rdatas, targets)
-            rdatas, targets = both
-        rrsets[t] = RRset(owner, t, s.ttl, rdatas, targets)
-    sigs = sets.get(RRSIG)
+        if t == NS and type(s.rdatas) is tuple:
+            names = targets.get(id(s.rdatas))
+            if names is None:
+                names = targets[id(s.rdatas)] = s.target_names()
+            s.finish(owner, names)
+        else:
+            s.finish(owner)
+    rrsets: dict[int, RRset] = sets  # type: ignore[assignment]
+    sigs = rrsets.get(RRSIG)
     if sigs is not None:
         by_covered: dict[int, list] = {}
         for rd in sigs.rdatas:
@@ -414,14 +443,13 @@ def _rrsets(owner: WireName, sets: dict[int, SetData], shared: dict) -> dict[int
                 by_covered[covered] = [rd]
             else:
                 group.append(rd)
-        whole = rrsets[RRSIG].rdatas
+        whole = sigs.rdatas
         for covered, rds in by_covered.items():
             target = rrsets.get(covered)
             if target is not None:
                 # RFC 4034 §3: an RRSIG's TTL is that of the RRset it covers.
                 rdatas = whole if len(rds) == len(whole) else tuple(rds)
                 target.sigs = RRset(owner, RRSIG, target.ttl, rdatas)
-    return rrsets
 
 
 def _nsec3_chain(apex: Node, records: list[tuple[WireName, RRset]]) -> Nsec3Chain | None:

@@ -21,9 +21,10 @@ import dns.rdatatype
 
 from nameserver.wire import WireName
 from nameserver.zone.reader import Where
-from nameserver.zone.tree import Node, RdataParts
+from nameserver.zone.tree import Node, RdataParts, RRset, fixed_header
 
 IN = dns.rdataclass.IN
+NS = dns.rdatatype.NS
 RRSIG = dns.rdatatype.RRSIG
 
 # Types whose DNSSEC canonical RDATA (RFC 4034 §6.2, as dnspython's to_digestable) is
@@ -45,24 +46,37 @@ _NAMELESS = frozenset(
 )
 
 
-class SetData:
-    """The records of one (owner, type) gathered while reading."""
+class SetData(RRset):
+    """The records of one (owner, type) gathered while reading.
 
-    __slots__ = ("name", "rdtype", "ttl", "file", "line", "rdatas", "targets")
+    Made to become the served :class:`RRset` in place (:meth:`finish`), so that a
+    zone of millions of RRsets is not held twice while it is compiled. Until then
+    some slots hold what reading needs: ``owner`` the owner as the set's first record
+    spells it (also :attr:`name`), ``fixed`` and ``sigs`` the line and the file of
+    that record (:attr:`where`). ``rdatas`` is a tuple (a list once large) and
+    ``targets`` holds the names the RDATA points at, except for NS (the names are
+    the RDATA: see :meth:`target_names`).
+    """
+
+    __slots__ = ()
 
     def __init__(self, name: WireName, rdtype: int, ttl: int, file: str, line: int,
                  rdata: RdataParts, target: WireName | None):
-        self.name = name  # the owner as its first record spells it
+        self.owner = name
         self.rdtype = rdtype
         self.ttl = ttl  # RFC 2181 §5.2: one TTL per RRset; like BIND, the first wins
-        self.file = file
-        self.line = line
-        self.rdatas: list[RdataParts] = [rdata]
-        self.targets: list[WireName] | None = None if target is None else [target]
+        self.fixed = line  # type: ignore[assignment]
+        self.sigs = file  # type: ignore[assignment]
+        self.rdatas = (rdata,)
+        self.targets = () if target is None or rdtype == NS else (target,)
+
+    @property
+    def name(self) -> WireName:
+        return self.owner
 
     @property
     def where(self) -> Where:
-        return Where(self.file, self.line)
+        return Where(self.sigs, self.fixed)  # type: ignore[arg-type]
 
     def add(self, rdata: RdataParts, target: WireName | None) -> bool:
         """Add a record unless the set has it already (RFC 2181 §5: no duplicates,
@@ -72,22 +86,48 @@ class SetData:
         if type(rdata) is bytes and rdtype in _NAMELESS:
             if rdata in rdatas:
                 return False
+        elif len(rdata) == 1 and type(rdata) is tuple:  # NS, CNAME, PTR: one name
+            key = rdata[0].key  # type: ignore[union-attr]
+            for other in rdatas:
+                if other is rdata or other[0].key == key:  # type: ignore[index,union-attr]
+                    return False
         else:
             mine = canonical(rdtype, rdata)
             for other in rdatas:
                 if canonical(rdtype, other) == mine:
                     return False
-        rdatas.append(rdata)
-        if target is not None:
-            if self.targets is None:
-                self.targets = [target]
+        if type(rdatas) is tuple:
+            # Most RRsets have a few records: grow the tuple, a list past that.
+            self.rdatas = rdatas + (rdata,) if len(rdatas) < 16 else [*rdatas, rdata]  # type: ignore[assignment]
+        else:
+            rdatas.append(rdata)  # type: ignore[attr-defined]
+        if target is not None and rdtype != NS:
+            targets = self.targets
+            if type(targets) is tuple:
+                self.targets = targets + (target,) if len(targets) < 16 else [*targets, target]  # type: ignore[assignment]
             else:
-                self.targets.append(target)
+                targets.append(target)  # type: ignore[attr-defined]
         return True
+
+    def target_names(self) -> tuple[WireName, ...]:
+        if self.rdtype == NS:
+            return tuple(p[0] for p in self.rdatas)  # type: ignore[misc]
+        return tuple(self.targets)
 
     def to_rdatas(self) -> list[dns.rdata.Rdata]:
         """The records as dnspython objects (for the few RRsets validated)."""
         return [to_rdata(self.rdtype, p) for p in self.rdatas]
+
+    def finish(self, owner: WireName, targets: tuple[WireName, ...] | None = None) -> RRset:
+        """Become the served RRset of ``owner`` (this very object, now an RRset)."""
+        self.owner = owner
+        self.fixed = fixed_header(self.rdtype, self.ttl)
+        self.sigs = None
+        if type(self.rdatas) is not tuple:
+            self.rdatas = tuple(self.rdatas)
+        self.targets = targets if targets is not None else tuple(self.target_names())
+        self.__class__ = RRset  # type: ignore[assignment]
+        return self
 
     def __repr__(self) -> str:
         t = dns.rdatatype.to_text(self.rdtype)
