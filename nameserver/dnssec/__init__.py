@@ -1,0 +1,16 @@
+"""DNSSEC for the .coop server.
+
+Offline side (nothing here signs per query):
+
+* :mod:`nameserver.dnssec.keys` -- signing keys: generation, BIND's ``K*.key`` /
+  ``K*.private`` files both ways, DS records;
+* :mod:`nameserver.dnssec.signer` -- the zone signer (DNSKEY, RRSIG, NSEC3 or NSEC,
+  ZONEMD, re-signing) and the signed master-file writer;
+* :mod:`nameserver.dnssec.nsec3` -- NSEC3/NSEC chains and canonical-order name keys;
+* :mod:`nameserver.dnssec.commands` -- the ``keygen`` and ``sign`` commands.
+
+Serving side: :mod:`nameserver.dnssec.verify` and :mod:`nameserver.dnssec.zonemd`
+check a signed zone before it goes live.
+
+Nothing is imported here, so that loading the package stays cheap for the server.
+"""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.dnssec
+import dns.exception
 import dns.name
 import dns.rdata
 import dns.rdataclass
@@ -39,8 +40,10 @@ __all__ = [
     "ds_record",
     "generate_key",
     "key_file_base",
+    "key_file_text",
     "load_key",
     "load_keys",
+    "private_file_text",
     "private_key_pem",
     "write_key",
 ]
@@ -83,7 +86,7 @@ class SigningKey:
 
     origin: dns.name.Name
     dnskey: Any  # dns.rdtypes.ANY.DNSKEY.DNSKEY
-    private_key: Any  # cryptography private key object
+    private_key: Any = field(repr=False)  # cryptography private key object
     algorithm: int
     key_tag: int
     ksk: bool
@@ -193,8 +196,8 @@ def _calendar_seconds(text: str) -> int:
 def _private_fields(key: SigningKey) -> list[tuple[str, str]]:
     pk = key.private_key
     if key.algorithm == 13:
-        scalar = pk.private_numbers().private_value
-        return [("PrivateKey", _int_b64(scalar, 32))]
+        # Big-endian without leading zero bytes, as BIND writes it (BN_bn2bin).
+        return [("PrivateKey", _int_b64(pk.private_numbers().private_value))]
     if key.algorithm == 15:
         raw = pk.private_bytes(
             serialization.Encoding.Raw,
@@ -371,7 +374,7 @@ def _b64_field(path: Path, fields: dict[str, str], name: str) -> bytes:
 def _private_key_from_fields(path: Path, algorithm: int, fields: dict[str, str]) -> Any:
     if algorithm == 13:
         raw = _b64_field(path, fields, "PrivateKey")
-        if len(raw) != 32:
+        if not 1 <= len(raw) <= 32:  # BIND drops leading zero bytes
             raise KeyFileError(f"{path}: ECDSA P-256 PrivateKey must be 32 bytes, not {len(raw)}")
         return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
     if algorithm == 15:
