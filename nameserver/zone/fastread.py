@@ -210,8 +210,7 @@ def name_wire(text: str, origin_wire: bytes) -> bytes | None:
 
 class _State:
     def __init__(self, origin: dns.name.Name):
-        self.origin = origin
-        self.origin_wire = origin.to_wire()
+        self.set_origin(origin)
         self.default_ttl: int | None = None
         self.last_ttl: int | None = None
         self.last_name: WireName | None = None
@@ -221,6 +220,11 @@ class _State:
         self.origin = origin
         self.origin_wire = origin.to_wire()
         self.last_name_text = None
+        # ".<origin>." when the origin's text reads back as plain labels: an owner
+        # "label.<origin>." then needs no splitting.
+        text = origin.to_text()
+        plain = text.isascii() and "\\" not in text and text != "."
+        self.origin_suffix: str | None = "." + text if plain else None
 
 
 def read_wire_records(
@@ -257,19 +261,9 @@ class _Reader:
     def __init__(self, caches: _Caches, problems: list[str]):
         self.c = caches
         self.problems = problems
-        self.fast = {
-            NS: self._ns,
-            CNAME: self._ns,
-            MX: self._mx,
-            SOA: self._soa,
-            A: self._a,
-            AAAA: self._aaaa,
-            DS: self._ds,
-            DNSKEY: self._dnskey,
-            RRSIG: self._rrsig,
-            NSEC3: self._nsec3,
-            NSEC3PARAM: self._nsec3param,
-        }
+        # Unbound functions, called with the reader: bound methods in a dict the reader
+        # holds would make a cycle, kept (with every cache) until the collector runs.
+        self.fast = _FAST
 
     # -- files and lines -----------------------------------------------------------
 
@@ -432,32 +426,40 @@ class _Reader:
             if text == state.last_name_text and state.last_name is not None:
                 name = state.last_name
             else:
-                wire = name_wire(text, state.origin_wire)
-                if wire is None:
-                    raise _Fallback
+                suffix = state.origin_suffix
+                if (suffix is not None and text.endswith(suffix) and text.isascii()
+                        and "." not in (label := text[: -len(suffix)]) and 0 < len(label) < 64
+                        and "\\" not in label):
+                    # "label.<origin>.", the usual owner of a TLD zone.
+                    wire = bytes((len(label),)) + label.encode() + state.origin_wire
+                else:
+                    wire = name_wire(text, state.origin_wire)  # type: ignore[assignment]
+                    if wire is None:
+                        raise _Fallback
                 name = c.by_wire.get(wire) or WireName(wire)
             i = 1
         n = len(toks)
         ttl = None
+        ttls = c.ttls
         if i < n:
             word = toks[i]
             if word[0].isdigit():
-                ttl = c.ttl(word)
+                ttl = ttls.get(word) or c.ttl(word)
                 i += 1
                 if i < n and (toks[i] == "IN" or toks[i] == "in"):
                     i += 1
             elif word == "IN" or word == "in":
                 i += 1
                 if i < n and toks[i][0].isdigit():
-                    ttl = c.ttl(toks[i])
+                    ttl = ttls.get(toks[i]) or c.ttl(toks[i])
                     i += 1
         if i >= n:
             raise _Fallback
-        rdtype = c.rdtype(toks[i])
+        rdtype = c.types.get(toks[i]) or c.rdtype(toks[i])
         convert = self.fast.get(rdtype)
         if convert is None:
             raise _Fallback
-        parts, target = convert(toks, i + 1, n, state)
+        parts, target = convert(self, toks, i + 1, n, state)
         if ttl is None:
             if state.default_ttl is not None:
                 ttl = state.default_ttl
@@ -662,6 +664,21 @@ class _Reader:
         salt = _salt(toks[i + 3])
         body = head + bytes((len(salt),)) + salt
         return _U16.pack(len(body)) + body, None
+
+
+_FAST = {
+    NS: _Reader._ns,
+    CNAME: _Reader._ns,
+    MX: _Reader._mx,
+    SOA: _Reader._soa,
+    A: _Reader._a,
+    AAAA: _Reader._aaaa,
+    DS: _Reader._ds,
+    DNSKEY: _Reader._dnskey,
+    RRSIG: _Reader._rrsig,
+    NSEC3: _Reader._nsec3,
+    NSEC3PARAM: _Reader._nsec3param,
+}
 
 
 def _b64(text: str) -> bytes:

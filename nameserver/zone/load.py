@@ -448,8 +448,11 @@ def _finish(owner: WireName, sets: dict[int, SetData], targets: dict[int, tuple]
             target = rrsets.get(covered)
             if target is not None:
                 # RFC 4034 §3: an RRSIG's TTL is that of the RRset it covers.
-                rdatas = whole if len(rds) == len(whole) else tuple(rds)
-                target.sigs = RRset(owner, RRSIG, target.ttl, rdatas)
+                if len(rds) == len(whole) and target.ttl == sigs.ttl:
+                    target.sigs = sigs  # all of them, as they are: the same RRset
+                else:
+                    rdatas = whole if len(rds) == len(whole) else tuple(rds)
+                    target.sigs = RRset(owner, RRSIG, target.ttl, rdatas)
 
 
 def _nsec3_chain(apex: Node, records: list[tuple[WireName, RRset]]) -> Nsec3Chain | None:
