@@ -24,6 +24,7 @@ from nameserver.config import (
     parse_zone_arg,
     with_overrides,
 )
+from nameserver.dnssec import commands as dnssec_commands
 from nameserver.zone.load import ZoneError, load_zone
 
 
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("zonefile")
     check.add_argument("--origin", help="zone origin (default: the file name without .zone)")
+    dnssec_commands.add_commands(sub)  # keygen, sign
     return parser
 
 
@@ -110,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if args.command == "serve":
         return _serve(args)
+    if args.command in dnssec_commands.COMMANDS:
+        return dnssec_commands.run(args)
     return _control(args)
 
 

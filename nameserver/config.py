@@ -467,7 +467,7 @@ def default_config() -> Config:
     """The built-in configuration: loopback on port 5353 serving the shipped coop. zone."""
     return Config(
         listen=(Listener("127.0.0.1", DEFAULT_PORT), Listener("::1", DEFAULT_PORT)),
-        zones=(ZoneConfig("coop.", (REPO_ROOT / "zones" / "coop.zone").resolve()),),
+        zones=(ZoneConfig("coop.", (REPO_ROOT / "zones" / "coop.signed.zone").resolve()),),
         identity=Identity(),
         tcp=TcpLimits(),
     )

@@ -146,7 +146,7 @@ def test_repo_example_equals_default_config() -> None:
 def test_default_config() -> None:
     cfg = default_config()
     assert cfg.listen == (Listener("127.0.0.1", 5353), Listener("::1", 5353))
-    assert cfg.zones == (ZoneConfig("coop.", (REPO_ROOT / "zones" / "coop.zone").resolve()),)
+    assert cfg.zones == (ZoneConfig("coop.", (REPO_ROOT / "zones" / "coop.signed.zone").resolve()),)
     assert cfg.identity == Identity(None, None, None, None)
     assert cfg.source is None
     # Operations: everything extra is off by default.
