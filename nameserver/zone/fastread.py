@@ -81,6 +81,7 @@ _INET6_CHARS = frozenset("0123456789abcdefABCDEF:")
 # Whitespace str.split() cuts at that the character-by-character splitter does not.
 _ODD_SPACE = re.compile("[\x0b\x0c\x1c-\x1f]")
 _U16 = struct.Struct("!H")
+NAMES_CACHED = 65536
 _RRSIG_HEAD = struct.Struct("!HBBIIIH")
 _SOA_TAIL = struct.Struct("!IIIII")
 
@@ -121,11 +122,12 @@ class _Caches:
         self.types: dict[str, int] = {}
         self.sigtimes: dict[str, int] = {}
         self.bitmaps: dict[tuple[str, ...], bytes] = {}
-        # Names in RDATA by (origin wire, text): the WireName and its 1-tuple (the
-        # RDATA parts of NS and CNAME), one of each per name however many refer to it.
+        # Names in RDATA by origin wire and text (at most NAMES_CACHED of them, then
+        # it starts again): the 1-tuple of the WireName (the RDATA of NS and CNAME).
         self.names: dict[bytes, dict[str, tuple[WireName]]] = {}
-        # Every WireName made for a name in RDATA, by wire: owners reuse them (glue).
-        self.by_wire: dict[bytes, WireName] = {}
+        # The same 1-tuples by wire, for good: one WireName (and one tuple) per name
+        # however many records refer to it; owners reuse them too (glue).
+        self.by_wire: dict[bytes, tuple[WireName]] = {}
         # Small RDATA (A, AAAA) shared by value.
         self.small: dict[bytes, bytes] = {}
 
@@ -436,7 +438,8 @@ class _Reader:
                     wire = name_wire(text, state.origin_wire)  # type: ignore[assignment]
                     if wire is None:
                         raise _Fallback
-                name = c.by_wire.get(wire) or WireName(wire)
+                shared = c.by_wire.get(wire)
+                name = shared[0] if shared is not None else WireName(wire)
             i = 1
         n = len(toks)
         ttl = None
@@ -489,8 +492,7 @@ class _Reader:
             if text == state.last_name_text and state.last_name is not None:
                 name = state.last_name
             else:
-                name = WireName.from_name(dns.name.from_text(text, state.origin))
-                name = self.c.by_wire.get(name.wire) or name
+                name = self._name_from(dns.name.from_text(text, state.origin))
                 state.last_name_text = text
             state.last_name = name
             i = 1
@@ -543,7 +545,8 @@ class _Reader:
 
     def _name_from(self, name: dns.name.Name) -> WireName:
         wire = name.to_wire()
-        return self.c.by_wire.get(wire) or WireName(wire)
+        shared = self.c.by_wire.get(wire)
+        return shared[0] if shared is not None else WireName(wire)
 
     # -- RDATA -----------------------------------------------------------------------
 
@@ -557,10 +560,12 @@ class _Reader:
             wire = name_wire(text, state.origin_wire)
             if wire is None:
                 raise _Fallback
-            wn = c.by_wire.get(wire)
-            if wn is None:
-                wn = c.by_wire[wire] = WireName(wire)
-            hit = names[text] = (wn,)
+            hit = c.by_wire.get(wire)
+            if hit is None:
+                hit = c.by_wire[wire] = (WireName(wire),)
+            if len(names) >= NAMES_CACHED:
+                names.clear()
+            names[text] = hit
         return hit
 
     def _ns(self, toks: list[str], i: int, n: int, state: _State) -> tuple:
