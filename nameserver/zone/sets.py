@@ -214,7 +214,18 @@ class Gathered:
 
     def ancestors(self, node: Node) -> list[Node]:
         """The nodes above ``node`` (in the zone), the apex first; [] for the apex."""
-        labels = self.relative_labels(node.name.key)
+        key = node.name.key
+        rest = len(key) - len(self.origin_key)
+        if rest > 0:
+            # Children and grandchildren of the apex (glue) without a list of labels.
+            first = key[0] + 1
+            if first == rest:
+                return [self.apex]
+            if first < rest and first + key[first] + 1 == rest:
+                parent = self.apex.children.get(key[first + 1 : rest])
+                if parent is not None:
+                    return [self.apex, parent]
+        labels = self.relative_labels(key)
         path = []
         here = self.apex
         for label in (labels or [])[:-1]:
