@@ -34,7 +34,7 @@ CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
 TXT, DS, AXFR, IXFR, ANY = 16, 43, 252, 251, 255
 NSID = 3
 MAX_TCP = 65535
-DEFAULT_CACHE_ENTRIES = 250_000  # ~150 bytes each beside the shared answer bytes
+DEFAULT_CACHE_ENTRIES = 100_000  # per cache (exact+shape, raw UDP, raw TCP): ~60 MB at most
 
 
 # QTYPEs counted one by one for metrics; any other is counted as OTHER_QTYPE, so
