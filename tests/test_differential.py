@@ -10,7 +10,11 @@ queries where we and Knot differ (shown in failure reports, never asserted). Run
   additional-section targets that are CNAMEs or glue, DNAME chains, a 20-link CNAME
   chain);
 * ``identity``: engine.zone again, both servers configured with the same id.server /
-  hostname.bind / version.bind / NSID values.
+  hostname.bind / version.bind / NSID values;
+* signed zones, served as they are (Knot with ``dnssec-signing: off``): ``engine-nsec3``
+  and ``engine-nsec``, engine.zone signed at test time by BIND's dnssec-signzone with NSEC3
+  opt-out and with NSEC (``tests/bindsign.py``), and ``coop-signed``, the shipped
+  ``zones/coop.signed.zone`` (our signer: NSEC3 opt-out, ZONEMD).
 
 In the other runs neither server has an identity: Knot would answer ``id.server`` and
 ``hostname.bind`` with its host name, ``version.bind`` with its version and NSID with
@@ -24,14 +28,22 @@ under wildcards, below DNAMEs (up to YXDOMAIN), random non-existent names, names
 the zone, mixed-case variants, big answers in every EDNS mode (none, 512, 1232, 4096 with
 DO, payloads 0..65535) over UDP and TCP, AXFR/IXFR, meta and unknown types, CH and other
 classes, EDNS versions 1..255, EDNS options, header flags, opcodes 1-6 and 15, and
-malformed messages (QDCOUNT 0 and 2, truncated, trailing bytes, two OPT, ...).
+malformed messages (QDCOUNT 0 and 2, truncated, trailing bytes, two OPT, ...). Then about
+1,100-1,500 per signed zone (:meth:`Generator.generate_signed`), most with DO: every owner
+name with 15 types (RRSIG, NSEC, NSEC3, DNSKEY, NSEC3PARAM, ANY among them), NXDOMAIN
+(closest encloser, next closer and wildcard proofs), NODATA, empty non-terminals, wildcard
+answers and wildcard NODATA, DS and referrals at signed and unsigned (opt-out)
+delegations, CNAME and DNAME chains, NSEC3 owner names, and truncation of signed answers
+at payloads 512..1400 over UDP and TCP.
 
 Responses are normalised with dnspython and compared field by field: RCODE, opcode, every
 header flag, the question (exactly: both echo the client's letter case), the OPT record
 (version, payload size, flags, options), and the answer, authority and additional
 sections as multisets of RRs with owner names and names inside RDATA compared
-case-insensitively and TTLs compared. Ignored: the message ID, the order of RRs and
-RRsets inside a section, and name compression (message size).
+case-insensitively and TTLs compared. RRSIG, NSEC and NSEC3 records come from the same
+zone file on both sides, so they are compared exactly like any other record (TTL, every
+RDATA field). Ignored: the message ID, the order of RRs and RRsets inside a section, and
+name compression (message size).
 
 Every difference must be explained. :data:`DELIBERATE` lists the implementation choices
 both readings of the RFCs allow, each with the reason and the exact shape both answers
@@ -76,6 +88,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import refservers  # noqa: E402
+from bindsign import sign_with_bind  # noqa: E402  (skips when BIND's tools are missing)
 
 ORIGIN = "coop."
 ZONES = {
@@ -85,6 +98,13 @@ ZONES = {
     # processing for odd targets, DNAME chains, a 20-link CNAME chain, ...).
     "corners": ROOT / "tests" / "data" / "diff-corners.zone",
 }
+# Signed runs (DO mostly set): engine.zone signed at test time by BIND's dnssec-signzone,
+# with NSEC3 opt-out and with NSEC, and the shipped zone signed by our own signer (NSEC3
+# opt-out, ZONEMD). Knot serves them as they are (refservers.start_knot: no signing).
+BIND_SIGNED = {"engine-nsec3": "nsec3-optout", "engine-nsec": "nsec"}
+PRESIGNED = {"coop-signed": ROOT / "zones" / "coop.signed.zone"}
+SIGNED = frozenset(BIND_SIGNED) | frozenset(PRESIGNED)
+NSEC_ZONES = frozenset(k for k, flavour in BIND_SIGNED.items() if flavour == "nsec")
 SEED = 20261123
 SAMPLED_DELEGATIONS = 200  # of the 5,000 in zones/coop.zone (the fixed test-* ones always)
 UDP_TIMEOUT = 0.5  # seconds of silence before the missing UDP answers are resent / given up
@@ -92,6 +112,7 @@ TCP_TIMEOUT = 1.0  # seconds; only queries no server answers wait this long
 MAX_EXAMPLES = 20
 
 A, NS, CNAME, SOA, MX, TXT, AAAA, SRV, DNAME, OPT, DS = 1, 2, 5, 6, 15, 16, 28, 33, 39, 41, 43
+RRSIG, NSEC, DNSKEY, NSEC3, NSEC3PARAM = 46, 47, 48, 50, 51
 IXFR, AXFR, ANY = 251, 252, 255
 IN, CH, HS, NONE, CLASS_ANY = 1, 3, 4, 254, 255
 
@@ -128,6 +149,33 @@ EDNS_MODES: dict[str, tuple[int, bool] | None] = {
     "e4096do": (4096, True),
 }
 EDNS_WEIGHTS = [30, 30, 20, 10, 10]
+# For the signed zones: mostly DO=1, some without DO or without EDNS.
+SIGNED_EDNS_MODES: dict[str, tuple[int, bool] | None] = {
+    "e1232do": (1232, True),
+    "e4096do": (4096, True),
+    "e512do": (512, True),
+    "noedns": None,
+    "e1232": (1232, False),
+}
+SIGNED_EDNS_WEIGHTS = [45, 25, 5, 10, 15]
+# Query types asked at every owner name of a signed zone.
+QTYPES_SIGNED = [
+    "A",
+    "AAAA",
+    "NS",
+    "DS",
+    "SOA",
+    "MX",
+    "TXT",
+    "CNAME",
+    "ANY",
+    "RRSIG",
+    "NSEC",
+    "NSEC3",
+    "DNSKEY",
+    "NSEC3PARAM",
+    "TYPE65534",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,11 +261,17 @@ class Generator:
     def __init__(self, key: str, path: Path, rng: random.Random):
         self.key = key
         self.rng = rng
+        self.signed = key in SIGNED
         self.cases: list[Case] = []
         self.zone = load_zone(path)
         self.origin = self.zone.origin
         nodes = self.zone.nodes
-        self.names = sorted(nodes)
+        # NSEC3 owner names are not names of the zone (RFC 5155 §7.2.8: NXDOMAIN).
+        self.nsec3_owners = sorted(
+            n for n in nodes if {r.rdtype for r in nodes[n].rdatasets} == {NSEC3, RRSIG}
+        )
+        self.names = sorted(set(nodes) - set(self.nsec3_owners))
+        self.name_set = set(self.names)
         self.cuts = {n for n in self.names if n != self.origin and nodes[n].get_rdataset(IN, NS)}
         self.below_cut = {
             n for n in self.names if any(a in self.cuts for a in _ancestors(n, self.origin)[1:])
@@ -252,6 +306,9 @@ class Generator:
         return "".join(c.upper() if self.rng.random() < 0.5 else c for c in text)
 
     def pick_edns(self) -> tuple[int, bool] | None:
+        if self.signed:
+            mode = self.rng.choices(list(SIGNED_EDNS_MODES), SIGNED_EDNS_WEIGHTS)[0]
+            return SIGNED_EDNS_MODES[mode]
         return EDNS_MODES[self.rng.choices(list(EDNS_MODES), EDNS_WEIGHTS)[0]]
 
     def add(
@@ -337,7 +394,7 @@ class Generator:
                 return frozenset({"cut" if prefix == name else "below-cut"})
             if prefix in self.dnames_set and prefix != name:
                 return frozenset({"dname"})
-            if prefix not in nodes and prefix not in self.ent_set:
+            if prefix not in self.name_set and prefix not in self.ent_set:
                 wildcard = dns.name.from_text("*", prefix.parent())
                 if wildcard in nodes:
                     tags = {"wildcard"}
@@ -561,6 +618,142 @@ class Generator:
             self.add(
                 "nsid", name, qt, qclass=qclass, edns=(1232, False), flags=0, mixcase=False
             )  # no NSID option: no NSID in the answer
+        return self.cases
+
+    def generate_signed(self) -> list[Case]:
+        """The query mix for a signed zone: DO set on most queries (random EDNS modes from
+        :data:`SIGNED_EDNS_MODES`), aimed at what DNSSEC adds to the answers: RRSIGs,
+        NSEC3/NSEC proofs of NXDOMAIN, NODATA, empty non-terminals and wildcards, DS and
+        referrals at signed and unsigned (opt-out) delegations, DNSSEC types as QTYPEs,
+        NSEC3 owner names, and truncation of signed answers."""
+        o = self.origin
+        nodes = self.zone.nodes
+        rng = self.rng
+        full_names = [n for n in self.names if n not in self.cuts and n not in self.below_cut]
+        do_modes = [(1232, True), (4096, True), (512, True)]
+
+        # Every owner name with every type: positive answers, NODATA, CNAME/DNAME, ANY,
+        # DNSKEY/NSEC3PARAM at and below the apex, RRSIG/NSEC/NSEC3 as QTYPEs.
+        for name in full_names:
+            for qt in QTYPES_SIGNED:
+                self.add(self.category(name), name, qt)
+        for qt in ("DNSKEY", "NSEC3PARAM", "SOA", "NS", "TYPE63", "RRSIG", "ANY"):
+            for edns in (None, (1232, False), *do_modes):
+                self.add("apex", o, qt, edns=edns, flags=0, mixcase=False)
+        # Delegations with and without DS (opt-out: no NSEC3 of their own).
+        signed = sorted(c for c in self.cuts if nodes[c].get_rdataset(IN, DS))
+        unsigned = sorted(c for c in self.cuts if not nodes[c].get_rdataset(IN, DS))
+        chosen: list[dns.name.Name] = []
+        for cat, cuts in (("signed-delegation", signed), ("unsigned-delegation", unsigned)):
+            picked = sorted(rng.sample(cuts, min(25, len(cuts))))
+            chosen += picked
+            for cut in picked:
+                for qt in ("NS", "DS", "A", rng.choice(["ANY", "RRSIG", "NSEC3", "NSEC", "TXT"])):
+                    self.add(cat, cut, qt)
+                self.add(cat, cut, "DS", edns=rng.choice(do_modes))
+                below = dns.name.from_text(self.rand_label(), cut)
+                self.add(cat, below, rng.choice(["A", "AAAA", "DS", "TXT", "ANY"]))
+                if rng.random() < 0.3:
+                    self.add(cat, dns.name.from_text(self.rand_label(), below), "DS")
+        glue = sorted(n for n in self.below_cut if any(a in chosen for a in _ancestors(n, o)))
+        for name in rng.sample(glue, min(30, len(glue))):
+            for qt in ("A", "AAAA", rng.choice(["DS", "RRSIG", "ANY", "NSEC3"])):
+                self.add("glue-or-occluded", name, qt)
+        # Empty non-terminals (NSEC3 of the ENT, or the NSEC before it) and names below.
+        for ent in self.ents:
+            if any(a in self.cuts for a in _ancestors(ent, o)):
+                continue
+            for qt in ("A", "TXT", "DS", "NS", "ANY", "RRSIG", "NSEC", "NSEC3"):
+                self.add("ent", ent, qt)
+            for _ in range(2):
+                below = dns.name.from_text(self.rand_label(), ent)
+                self.add("below-ent", below, rng.choice(QTYPES_SHORT))
+        # Wildcard answers and wildcard NODATA, 1 and 2 labels deep, and names next to them.
+        for wc in self.wildcards:
+            parent = wc.parent()
+            for qt in ("A", "TXT", "MX", "AAAA", "CNAME", "DS", "ANY", "RRSIG", "NSEC", "NSEC3"):
+                self.add("wildcard", dns.name.from_text(self.rand_label(), parent), qt)
+                two = f"{self.rand_label()}.{self.rand_label()}"
+                self.add("wildcard", dns.name.from_text(two, parent), qt)
+            for qt in ("A", "MX"):
+                self.add("wildcard", dns.name.from_text(self.rand_label(), wc), qt)  # below *
+                for sib in [n for n in self.names if n.parent() == parent and n != wc]:
+                    self.add("wildcard", dns.name.from_text(self.rand_label(), sib), qt)
+        # CNAME chains (covered above by type) with DO over TCP, and below an alias.
+        for cn in self.cnames:
+            self.add("below-cname", dns.name.from_text(self.rand_label(), cn), "A")
+            self.add("cname", cn, "A", edns=(1232, True), tcp=True)
+        # DNAME: below the owner, to existing targets, and long enough for YXDOMAIN.
+        for dn in self.dnames:
+            target = nodes[dn].get_rdataset(IN, DNAME)[0].target
+            for qt in ("A", "TXT", "CNAME", "DS", "ANY", "RRSIG"):
+                self.add("dname", dns.name.from_text(self.rand_label(), dn), qt)
+            for n in self.names:
+                if n != target and n.is_subdomain(target):
+                    for qt in ("A", "ANY"):
+                        self.add("dname", n.relativize(target).concatenate(dn), qt)
+            self.add_long_below(dn)
+        # Names that do not exist: NXDOMAIN proofs (closest encloser, next closer, wildcard).
+        parents = [o] + [n for n in full_names if n.labels[0] != b"*"]
+        for _ in range(100):
+            parent = rng.choice(parents) if rng.random() < 0.5 else o
+            name = dns.name.from_text(self.rand_label(), parent)
+            if rng.random() < 0.2:
+                name = dns.name.from_text(self.rand_label(), name)
+            if name in nodes or any(
+                a in self.cuts or a in self.dnames_set or a.labels[0] == b"*"
+                for a in _ancestors(name, o)
+            ):
+                continue
+            self.add("nxdomain", name, rng.choice(QTYPES_SIGNED))
+        for qt in ("A", "NSEC3", "RRSIG"):
+            self.add("nxdomain", dns.name.from_text("*", o), qt)
+        # NSEC3 owner names (RFC 5155 §7.2.8: NXDOMAIN, whatever the type) and below them.
+        for owner in rng.sample(self.nsec3_owners, min(15, len(self.nsec3_owners))):
+            for qt in ("A", "NSEC3", "RRSIG", rng.choice(["ANY", "TXT", "DS", "NSEC"])):
+                self.add("nsec3-owner", owner, qt)
+            self.add("nsec3-owner", dns.name.from_text(self.rand_label(), owner), "A")
+        # Names outside the zone.
+        for name in (".", "org.", "xcoop.", "nic.coop.org."):
+            self.add("outside", name, rng.choice(["A", "DS", "DNSKEY", "NSEC3"]))
+        # Truncation of signed answers: the big ones at small payloads, UDP and TCP.
+        big: list[tuple[dns.name.Name, str]] = [
+            (o, "DNSKEY"),
+            (o, "ANY"),
+            (o, "NS"),
+            (o, "SOA"),
+            (o, "RRSIG"),
+        ]
+        for n in full_names:
+            if sum(len(r) for r in nodes[n].rdatasets if r.rdtype not in (RRSIG, NSEC)) >= 4:
+                big += [(n, "ANY"), (n, "TXT")]
+
+        def weight(cut: dns.name.Name) -> int:
+            ns = nodes[cut].get_rdataset(IN, NS)
+            return len(ns) + sum(len(nodes[r.target]) for r in ns if r.target in nodes)
+
+        for cuts in (signed, unsigned):
+            top = sorted((c for c in cuts if c in chosen), key=lambda c: (-weight(c), c))
+            big += [(c, "A") for c in top[:2]]
+        for wc in self.wildcards:
+            big.append((dns.name.from_text(self.rand_label(), wc.parent()), "MX"))
+            big.append((dns.name.from_text(self.rand_label(), wc.parent()), "A"))
+        big += [(dns.name.from_text(self.rand_label(), p), "A") for p in (o, rng.choice(parents))]
+        seen: set[tuple[dns.name.Name, str]] = set()
+        for name, qt in big:
+            if (name, qt) in seen:
+                continue
+            seen.add((name, qt))
+            for edns in (None, (512, False), (512, True), (1232, True), (4096, True)):
+                for tcp in (False, True):
+                    self.add("size", name, qt, edns=edns, tcp=tcp, flags=0)
+            for payload in (600, 900, 1400):
+                self.add("size", name, qt, edns=(payload, True), tcp=False, flags=0)
+        # Mixed case (RRSIG owner names and signer names), and DO with CD.
+        for name in rng.sample(full_names, min(20, len(full_names))):
+            self.add("case", name, rng.choice(["A", "ANY", "NSEC3", "MX"]), mixcase=True)
+        for name in rng.sample(full_names, min(10, len(full_names))):
+            self.add("header-flags", name, "A", edns=(1232, True), flags=CD_FLAG)
         return self.cases
 
     def add_long_below(self, parent: dns.name.Name, cat: str = "dname") -> None:
@@ -790,12 +983,21 @@ def _ancestors(name: dns.name.Name, origin: dns.name.Name) -> list[dns.name.Name
     return out
 
 
-def generate_cases() -> list[Case]:
+def zone_files(tmp: Path) -> dict[str, Path]:
+    """Every zone a run serves: :data:`ZONES`, engine.zone signed by BIND in ``tmp``
+    (:data:`BIND_SIGNED`), and :data:`PRESIGNED`."""
+    signed = {k: sign_with_bind(tmp, ZONES["engine"], f) for k, f in BIND_SIGNED.items()}
+    return {**ZONES, **signed, **PRESIGNED}
+
+
+def generate_cases(zones: dict[str, Path]) -> list[Case]:
     rng = random.Random(SEED)
     cases: list[Case] = []
     for key, path in ZONES.items():
         cases += Generator(key, path, rng).generate(protocol=key != "corners")
     cases += Generator("identity", ZONES["engine"], rng).generate_identity()
+    for key in sorted(SIGNED):
+        cases += Generator(key, zones[key], rng).generate_signed()
     return cases
 
 
@@ -1056,14 +1258,14 @@ class Deliberate:
 
 @dataclass(frozen=True)
 class KnownBug:
-    """A difference where we are wrong.  ``patch`` turns our answer into what it will be
-    once fixed (Knot's, on the fields concerned); the main test compares the patched answer,
-    ``test_known_bug`` the real one (strict xfail)."""
+    """A difference where we are wrong.  ``patch(case, ours, knot)`` turns our answer into
+    what it will be once fixed (Knot's, on the fields concerned); the main test compares the
+    patched answer, ``test_known_bug`` the real one (strict xfail)."""
 
     key: str
     reason: str
     applies: Callable[[Case], bool]
-    patch: Callable[[Case, Norm], Norm]
+    patch: Callable[[Case, Norm, Norm], Norm]
 
 
 def _truncated_alike(case: Case, ours: Norm, knot: Norm) -> bool:
@@ -1132,6 +1334,141 @@ def _nodata_vs_cname(case: Case, ours: Norm, knot: Norm) -> bool:
     )
 
 
+# -- signed zones ------------------------------------------------------------------------
+
+
+def _fields(rr: str) -> list[str]:
+    """owner, TTL, class, type, RDATA fields (for RRSIG: covered type, algorithm, labels,
+    original TTL, ...)."""
+    return rr.split(" ")
+
+
+def _is_signed_negative(rrs: tuple[str, ...]) -> bool:
+    """The authority section of a negative answer with DNSSEC: the apex SOA and NSEC or
+    NSEC3 records, each with its RRSIGs."""
+    soa = [rr for rr in rrs if _fields(rr)[3] == "SOA"]
+    if len(soa) != 1 or not soa[0].startswith(SOA_PREFIX):
+        return False
+    kinds = ("SOA", "NSEC", "NSEC3")
+    return all(
+        f[3] in kinds or (f[3] == "RRSIG" and f[4] in kinds) for f in map(_fields, rrs)
+    ) and any(_fields(rr)[3] == "RRSIG" for rr in rrs)
+
+
+def _all_rrsigs(case: Case, ours: Norm, knot: Norm) -> bool:
+    if "TC" in _flagset(ours) and not case.tcp:  # all of them do not fit, Knot's one does
+        return (
+            not (ours.answer or ours.authority or ours.additional)
+            and _flagset(ours) - {"TC"} == _flagset(knot)
+            and all(f[0] == case.qname and f[3] == "RRSIG" for f in map(_fields, knot.answer))
+            and _others_equal(ours, knot, "flags", "answer", "authority", "additional")
+        )
+    return (
+        bool(knot.answer)
+        and set(knot.answer) < set(ours.answer)
+        and all(
+            f[0] == case.qname and f[3] == "RRSIG" and f[1] == f[7]  # TTL of the covered set
+            for f in map(_fields, ours.answer)
+        )
+        and _others_equal(ours, knot, "answer")
+    )
+
+
+def _any_rrsig_set(case: Case, ours: Norm, knot: Norm) -> bool:
+    types = _types(ours.answer) - {"RRSIG"}
+    if _types(knot.answer) != {"RRSIG"} or len(types) != 1:
+        return False
+    (rtype,) = types
+    sigs = {rr for rr in ours.answer if _fields(rr)[3] == "RRSIG"}
+    return (
+        dns.rdatatype.from_text(rtype) > RRSIG  # the lowest type at the node is RRSIG
+        and sigs <= set(knot.answer)
+        and all(_fields(rr)[4] == rtype for rr in sigs)
+        and any(_fields(rr)[4] == rtype for rr in knot.answer)
+        and all(_fields(rr)[0] == case.qname for rr in ours.answer + knot.answer)
+        and _others_equal(ours, knot, "answer")
+    )
+
+
+def _wildcard_nsec_proof(case: Case, ours: Norm, knot: Norm) -> bool:
+    extra = set(ours.authority) - set(knot.authority)
+    return (
+        ours.answer == knot.answer
+        and _types(knot.answer) == {"NSEC", "RRSIG"}
+        and set(knot.authority) < set(ours.authority)
+        and all(f[3] == "NSEC" or f[3:5] == ["RRSIG", "NSEC"] for f in map(_fields, extra))
+        and _others_equal(ours, knot, "authority")
+    )
+
+
+def _nsec_nodata_vs_cname(case: Case, ours: Norm, knot: Norm) -> bool:
+    if not (
+        knot.rcode == "NOERROR"
+        and not knot.answer
+        and (_is_signed_negative(knot.authority) if case.do else _is_soa_only(knot.authority))
+    ):
+        return False
+    if "TC" in _flagset(ours) and not case.tcp:  # following the CNAME, it did not fit
+        return (
+            not (ours.answer or ours.authority or ours.additional)
+            and _flagset(ours) - {"TC"} == _flagset(knot)
+            and _others_equal(ours, knot, "rcode", "flags", "authority")
+        )
+    return any(
+        f[0] == case.qname and f[3] == "CNAME" for f in map(_fields, ours.answer)
+    ) and _others_equal(ours, knot, "rcode", "answer", "authority", "additional")
+
+
+def _yxdomain_unproved(case: Case, ours: Norm, knot: Norm) -> bool:
+    return (
+        ours.rcode == knot.rcode == "YXDOMAIN"
+        and not ours.authority
+        and _is_signed_negative(knot.authority)
+        and _others_equal(ours, knot, "authority")
+    )
+
+
+def _rrset_key(f: list[str]) -> tuple[str, str]:
+    """(owner, type) of the RRset a record belongs to, or that an RRSIG covers."""
+    return (f[0], f[4] if f[3] == "RRSIG" else f[3])
+
+
+def _additional_pairs(case: Case, ours: Norm, knot: Norm) -> bool:
+    """What fitted of the additional section: all of it is addresses of names in the
+    answer or authority RDATA and their RRSIGs; ours never splits an RRset from its
+    signatures (Knot keeps RRsets whose RRSIGs it dropped)."""
+    if "TC" in _flagset(ours) or not _others_equal(ours, knot, "additional"):
+        return False
+    named = {_fields(rr)[-1] for rr in ours.answer + ours.authority}
+    both = [_fields(rr) for rr in ours.additional + knot.additional]
+    if any(f[0] not in named or _rrset_key(f)[1] not in ("A", "AAAA") for f in both):
+        return False
+    signed = {_rrset_key(f) for f in both if f[3] == "RRSIG"}
+    mine = [_fields(rr) for rr in ours.additional]
+    rrsets = {_rrset_key(f) for f in mine if f[3] != "RRSIG"}
+    sigs = {_rrset_key(f) for f in mine if f[3] == "RRSIG"}
+    return sigs <= rrsets and rrsets & signed <= sigs
+
+
+def _rrsig_ttl_from_rdata(case: Case, ours: Norm, knot: Norm) -> Norm:
+    def fixed(rr: str) -> str:
+        f = _fields(rr)
+        return " ".join([f[0], f[7], *f[2:]]) if f[3] == "RRSIG" else rr
+
+    return replace(ours, answer=tuple(sorted(fixed(rr) for rr in ours.answer)))
+
+
+def _knot_answer(case: Case, ours: Norm, knot: Norm) -> Norm:
+    return replace(
+        ours,
+        rcode=knot.rcode,
+        flags=knot.flags,
+        answer=knot.answer,
+        authority=knot.authority,
+        additional=knot.additional,
+    )
+
+
 DELIBERATE: list[Deliberate] = [
     Deliberate(
         "transfer-refused",
@@ -1151,8 +1488,9 @@ DELIBERATE: list[Deliberate] = [
         "QTYPE RRSIG or NSEC at a CNAME (or under a wildcard CNAME): we follow the CNAME as "
         "RFC 1034 §4.3.2 step 3a says for any type other than CNAME (NSD does the same); "
         "Knot answers NODATA because RRSIG and NSEC may live beside a CNAME (RFC 2181 §10.1, "
-        "RFC 4035 §2.5). The zones are unsigned, so there is no RRSIG/NSEC to return.",
-        lambda c: c.qtype in (46, 47) and "cname" in c.tags,
+        "RFC 4035 §2.5). The zones are unsigned, so there is no RRSIG/NSEC to return "
+        "(signed zones: see nsec-query-at-cname-nsec3 and the known bug dnssec-qtype-at-cname).",
+        lambda c: c.qtype in (RRSIG, NSEC) and "cname" in c.tags and c.zone not in SIGNED,
         _nodata_vs_cname,
     ),
     Deliberate(
@@ -1273,10 +1611,11 @@ DELIBERATE: list[Deliberate] = [
     ),
     Deliberate(
         "negative-answer-soa-does-not-fit",
-        "A DNAME/CNAME answer whose negative SOA does not fit in 512 bytes: we set TC (the "
-        "SOA is required, RFC 2308 §3); Knot sends the chain without the SOA and without TC "
-        "(NSD sets TC too).",
-        lambda c: not c.tcp,
+        "A DNAME/CNAME answer whose negative SOA (and, with DO, its NSEC/NSEC3 proof) does "
+        "not fit in 512 bytes: we set TC (the SOA is required, RFC 2308 §3, and so is the "
+        "proof, RFC 4035 §3.1.3); Knot sends the chain without the SOA and without TC (NSD "
+        "sets TC too).",
+        lambda c: not c.tcp and not (c.zone in SIGNED and c.qtype == RRSIG),
         _negative_soa_dropped,
     ),
     Deliberate(
@@ -1292,14 +1631,75 @@ DELIBERATE: list[Deliberate] = [
             and _others_equal(o, k, "authority")
         ),
     ),
+    # -- signed zones -----------------------------------------------------------------------
+    Deliberate(
+        "rrsig-qtype-all-signatures",
+        "QTYPE RRSIG: we answer every RRSIG at the name (or, synthesised, at the wildcard), "
+        "each at the TTL of the RRset it covers, as NSD does; Knot answers the "
+        "RRSIGs of one type only (the lowest). No RFC says which: RFC 4035 §3.1 only asks "
+        "for RRSIGs alongside the RRsets of other QTYPEs, and RRSIGs of different types are "
+        "not one RRset (RFC 4034 §3, RFC 2181 §5.2).",
+        lambda c: c.zone in SIGNED and c.qtype == RRSIG and "cname" not in c.tags,
+        _all_rrsigs,
+    ),
+    Deliberate(
+        "any-rrsig-set-not-an-rrset",
+        "QTYPE ANY at a name whose lowest type is above RRSIG (46), e.g. only TYPE65534: "
+        "both answer one RRset minimally (RFC 8482 §4.1), we the lowest type other than "
+        "RRSIG with its signatures (with DO); Knot takes the RRSIGs as that RRset and sends "
+        "them alone, without the data they cover (even without DO). NSD sends the data.",
+        lambda c: c.zone in SIGNED and c.qtype == ANY,
+        _any_rrsig_set,
+    ),
+    Deliberate(
+        "wildcard-nsec-qtype-proof",
+        "QTYPE NSEC at a name a wildcard matches (NSEC zone): both synthesise the wildcard's "
+        "NSEC at the QNAME; we add the NSEC proving no closer match, required for every "
+        "wildcard answer (RFC 4035 §3.1.3.3; NSD adds it too), Knot omits it for this type.",
+        lambda c: (
+            c.zone in NSEC_ZONES
+            and c.qtype == NSEC
+            and c.do
+            and "wildcard" in c.tags
+            and "cname" not in c.tags
+        ),
+        _wildcard_nsec_proof,
+    ),
+    Deliberate(
+        "nsec-query-at-cname-nsec3",
+        "QTYPE NSEC at a CNAME in an NSEC3 zone, where no NSEC exists: we follow the CNAME "
+        "(RFC 1034 §4.3.2 step 3a), as NSD does; Knot answers NODATA (with the NSEC3 proof "
+        "when DO). As rrsig-nsec-query-at-cname for unsigned zones.",
+        lambda c: c.zone in SIGNED - NSEC_ZONES and c.qtype == NSEC and "cname" in c.tags,
+        _nsec_nodata_vs_cname,
+    ),
+    Deliberate(
+        "yxdomain-without-proof",
+        "YXDOMAIN after a DNAME substitution overflows, with DO: we send the signed DNAME and "
+        "an empty authority section, as NSD does; Knot adds the signed SOA and an NSEC or "
+        "NSEC3 record as if denying a name. There is nothing to deny (RFC 6672 §2.2, §5.3 "
+        "ask for no proof); see yxdomain-without-soa.",
+        lambda c: c.zone in SIGNED and "dname" in c.tags and c.do,
+        _yxdomain_unproved,
+    ),
+    Deliberate(
+        "additional-rrsig-pairs",
+        "When not all of the additional section fits (DO, small payloads), we add address "
+        "RRsets with their RRSIGs or not at all; Knot keeps an RRset whose RRSIGs did not fit "
+        "(RFC 4035 §3.1.1 allows both: the RRSIGs MUST go with the RRset, which MAY be kept "
+        "without them; no TC either way), and sometimes leaves out sibling glue that fits "
+        "(we and NSD keep it). NSD fills in yet another order (A records before AAAA).",
+        lambda c: c.zone in SIGNED and c.do and not c.tcp,
+        _additional_pairs,
+    ),
 ]
 
 
-def _drop_cd(case: Case, ours: Norm) -> Norm:
+def _drop_cd(case: Case, ours: Norm, knot: Norm) -> Norm:
     return replace(ours, flags=" ".join(f for f in ours.flags.split() if f != "CD"))
 
 
-def _stop_at_synthesised_cname(case: Case, ours: Norm) -> Norm:
+def _stop_at_synthesised_cname(case: Case, ours: Norm, knot: Norm) -> Norm:
     def first_step(rr: str) -> bool:  # the DNAME above the QNAME, the CNAME it synthesised
         owner, rtype = rr.split()[0], rr.split()[3]
         return owner == case.qname or (rtype == "DNAME" and case.qname.endswith("." + owner))
@@ -1308,13 +1708,41 @@ def _stop_at_synthesised_cname(case: Case, ours: Norm) -> Norm:
     return replace(ours, rcode="NOERROR", answer=kept, authority=(), additional=())
 
 
-def _add_opt(case: Case, ours: Norm) -> Norm:
+def _add_opt(case: Case, ours: Norm, knot: Norm) -> Norm:
     if ours.rcode != "FORMERR" or ours.edns != "none":
         return ours
     return replace(ours, edns=f"v0 udp=1232 flags={'DO' if case.do else ''} opts=")
 
 
-KNOWN_BUGS: list[KnownBug] = []  # all fixed: CD cleared, FORMERR keeps the OPT, DNAME+CNAME
+# Fixed before: CD cleared, FORMERR keeps the OPT, DNAME+CNAME.
+KNOWN_BUGS: list[KnownBug] = [
+    KnownBug(
+        "rrsig-qtype-ttl",
+        "QTYPE RRSIG at a name whose RRSIGs cover RRsets of different TTLs (NSEC3PARAM at "
+        "900 or 0 at the apex, NSEC at 900 in an NSEC zone): we send every RRSIG at the TTL "
+        "of one of them (3600), e.g. 'coop. 3600 RRSIG NSEC3PARAM 13 1 900 ...' where the "
+        "zone file and NSD have 'coop. 900 RRSIG NSEC3PARAM' (as we do ourselves when it "
+        "comes with QTYPE NSEC3PARAM; Knot sends only one type's RRSIGs for QTYPE RRSIG). RFC "
+        "4034 §3: the TTL of an RRSIG MUST match the TTL of the RRset it covers (and so its "
+        "original TTL field).",
+        lambda c: c.zone in SIGNED and c.qtype == RRSIG,
+        _rrsig_ttl_from_rdata,
+    ),
+    KnownBug(
+        "dnssec-qtype-at-cname",
+        "QTYPE RRSIG (or NSEC in an NSEC zone) at a CNAME owner, or a name a wildcard CNAME "
+        "matches: we follow the CNAME and answer the target's RRSIGs (NXDOMAIN for a dangling "
+        "alias). The alias's own RRSIGs and NSEC are data of that type at the node (RFC 2181 "
+        "§10.1, RFC 4035 §2.5), so step 3a of RFC 1034 §4.3.2 does not apply: Knot and NSD "
+        "answer them without following the CNAME.",
+        lambda c: (
+            c.zone in SIGNED
+            and "cname" in c.tags
+            and (c.qtype == RRSIG or (c.qtype == NSEC and c.zone in NSEC_ZONES))
+        ),
+        _knot_answer,
+    ),
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1338,7 +1766,14 @@ IDENTITY = {
     "version": "diff-1.0",
     "nsid": "diff-nsid",
 }
-RUNS = [(key, path, False) for key, path in ZONES.items()] + [("identity", ZONES["engine"], True)]
+
+
+def runs(zones: dict[str, Path]) -> list[tuple[str, Path, bool]]:
+    """(case zone key, zone file, identity configured) for each pair of servers started."""
+    plain = [(key, zones[key], False) for key in ZONES]
+    signed = [(key, zones[key], False) for key in sorted(SIGNED)]
+    return plain + [("identity", zones["engine"], True)] + signed
+
 
 Starter = Callable[[Path, int, bool], refservers.RefServer]
 
@@ -1400,14 +1835,14 @@ def _run_server(start: Starter, zone: Path, identity: bool, cases: list[Case]) -
     raise AssertionError("unreachable")
 
 
-def collect(with_nsd: bool = True) -> Results:
+def collect(zones: dict[str, Path], with_nsd: bool = True) -> Results:
     started = time.monotonic()
-    cases = generate_cases()
+    cases = generate_cases(zones)
     ours: list[Norm] = [Norm("none")] * len(cases)
     knot: list[Norm] = [Norm("none")] * len(cases)
     nsd: dict[int, Norm] = {}
     with ThreadPoolExecutor(2) as pool:
-        for key, path, identity in RUNS:
+        for key, path, identity in runs(zones):
             idx = [i for i, c in enumerate(cases) if c.zone == key]
             sub = [cases[i] for i in idx]
             ours_f = pool.submit(_run_server, _start_ours, path, identity, sub)
@@ -1422,10 +1857,15 @@ def collect(with_nsd: bool = True) -> Results:
 
 
 @pytest.fixture(scope="module")
-def results() -> Results:
+def zones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return zone_files(tmp_path_factory.mktemp("diff-signed"))
+
+
+@pytest.fixture(scope="module")
+def results(zones: dict[str, Path]) -> Results:
     if refservers.find_binary("knotd") is None:
         pytest.skip("knotd not installed (Debian package knot)")
-    return collect()
+    return collect(zones)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1438,7 +1878,7 @@ def patched(res: Results, i: int, skip: str = "") -> Norm:
     case, ours = res.cases[i], res.ours[i]
     for bug in KNOWN_BUGS:
         if bug.key != skip and bug.applies(case):
-            ours = bug.patch(case, ours)
+            ours = bug.patch(case, ours, res.knot[i])
     return ours
 
 
@@ -1463,7 +1903,7 @@ def classify(res: Results) -> tuple[dict[str, list[int]], dict[str, list[int]], 
             continue
         fixed = patched(res, i)
         for bug in KNOWN_BUGS:
-            if bug.applies(case) and bug.patch(case, res.ours[i]) != res.ours[i]:
+            if bug.applies(case) and bug.patch(case, res.ours[i], res.knot[i]) != res.ours[i]:
                 bugs[bug.key].append(i)
         key = explain(res, i, fixed)
         if key is None:
@@ -1502,7 +1942,8 @@ def diff_classes(res: Results, indexes: list[int]) -> dict[str, list[int]]:
     classes: dict[str, list[int]] = defaultdict(list)
     for i in indexes:
         case = res.cases[i]
-        classes[f"{case.cat}: {'/'.join(differing(res.ours[i], res.knot[i]))}"].append(i)
+        zone = f"{case.zone}/" if case.zone in SIGNED else ""
+        classes[f"{zone}{case.cat}: {'/'.join(differing(res.ours[i], res.knot[i]))}"].append(i)
     return classes
 
 
@@ -1529,8 +1970,9 @@ def report(res: Results, indexes: list[int], limit: int = MAX_EXAMPLES) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def test_query_mix_is_broad() -> None:
-    cases = generate_cases()
+def test_query_mix_is_broad(zones: dict[str, Path]) -> None:
+    all_cases = generate_cases(zones)
+    cases = [c for c in all_cases if c.zone not in SIGNED]
     assert 2000 <= len(cases) <= 8000, len(cases)
     cats = Counter(c.cat for c in cases)
     for cat in (
@@ -1560,7 +2002,34 @@ def test_query_mix_is_broad() -> None:
     ):
         assert cats[cat] > 0, cat
     assert sum(c.tcp for c in cases) >= 200
-    assert generate_cases() == cases, "the query mix must be deterministic"
+    for key in sorted(SIGNED):
+        signed = [c for c in all_cases if c.zone == key]
+        assert 800 <= len(signed) <= 1600, (key, len(signed))
+        assert sum(c.do for c in signed) >= 0.6 * len(signed), key
+        assert sum(not c.do for c in signed) >= 0.1 * len(signed), key
+        cats = Counter(c.cat for c in signed)
+        for cat in (
+            "apex",
+            "owner",
+            "cname",
+            "dname",
+            "wildcard",
+            "ent",
+            "nxdomain",
+            "signed-delegation",
+            "unsigned-delegation",
+            "glue-or-occluded",
+            "size",
+            "case",
+        ):
+            assert cats[cat] > 0, (key, cat)
+        if key != "engine-nsec":
+            assert cats["nsec3-owner"] > 0, key
+        types = {c.qtype for c in signed if c.do}
+        assert {RRSIG, NSEC, NSEC3, DNSKEY, NSEC3PARAM, DS, ANY} <= types, key
+        sizes = {(c.edns, c.tcp) for c in signed if c.cat == "size"}
+        assert {((512, True), False), ((1232, True), False), ((512, True), True)} <= sizes
+    assert generate_cases(zones) == all_cases, "the query mix must be deterministic"
 
 
 def test_same_answers_as_knot(results: Results) -> None:
@@ -1601,7 +2070,7 @@ def test_known_bug(results: Results, bug: KnownBug) -> None:
 
 
 if __name__ == "__main__":
-    res = collect()
+    res = collect(zone_files(Path(tempfile.mkdtemp(prefix="diff-signed-"))))
     d, b, u = classify(res)
     print(f"{len(res.cases)} queries, {res.seconds:.1f} s")
     for k, v in d.items():
