@@ -1639,7 +1639,7 @@ DELIBERATE: list[Deliberate] = [
         "RRSIGs of one type only (the lowest). No RFC says which: RFC 4035 §3.1 only asks "
         "for RRSIGs alongside the RRsets of other QTYPEs, and RRSIGs of different types are "
         "not one RRset (RFC 4034 §3, RFC 2181 §5.2).",
-        lambda c: c.zone in SIGNED and c.qtype == RRSIG and "cname" not in c.tags,
+        lambda c: c.zone in SIGNED and c.qtype == RRSIG,
         _all_rrsigs,
     ),
     Deliberate(
@@ -1661,7 +1661,6 @@ DELIBERATE: list[Deliberate] = [
             and c.qtype == NSEC
             and c.do
             and "wildcard" in c.tags
-            and "cname" not in c.tags
         ),
         _wildcard_nsec_proof,
     ),
@@ -1715,34 +1714,7 @@ def _add_opt(case: Case, ours: Norm, knot: Norm) -> Norm:
 
 
 # Fixed before: CD cleared, FORMERR keeps the OPT, DNAME+CNAME.
-KNOWN_BUGS: list[KnownBug] = [
-    KnownBug(
-        "rrsig-qtype-ttl",
-        "QTYPE RRSIG at a name whose RRSIGs cover RRsets of different TTLs (NSEC3PARAM at "
-        "900 or 0 at the apex, NSEC at 900 in an NSEC zone): we send every RRSIG at the TTL "
-        "of one of them (3600), e.g. 'coop. 3600 RRSIG NSEC3PARAM 13 1 900 ...' where the "
-        "zone file and NSD have 'coop. 900 RRSIG NSEC3PARAM' (as we do ourselves when it "
-        "comes with QTYPE NSEC3PARAM; Knot sends only one type's RRSIGs for QTYPE RRSIG). RFC "
-        "4034 §3: the TTL of an RRSIG MUST match the TTL of the RRset it covers (and so its "
-        "original TTL field).",
-        lambda c: c.zone in SIGNED and c.qtype == RRSIG,
-        _rrsig_ttl_from_rdata,
-    ),
-    KnownBug(
-        "dnssec-qtype-at-cname",
-        "QTYPE RRSIG (or NSEC in an NSEC zone) at a CNAME owner, or a name a wildcard CNAME "
-        "matches: we follow the CNAME and answer the target's RRSIGs (NXDOMAIN for a dangling "
-        "alias). The alias's own RRSIGs and NSEC are data of that type at the node (RFC 2181 "
-        "§10.1, RFC 4035 §2.5), so step 3a of RFC 1034 §4.3.2 does not apply: Knot and NSD "
-        "answer them without following the CNAME.",
-        lambda c: (
-            c.zone in SIGNED
-            and "cname" in c.tags
-            and (c.qtype == RRSIG or (c.qtype == NSEC and c.zone in NSEC_ZONES))
-        ),
-        _knot_answer,
-    ),
-]
+KNOWN_BUGS: list[KnownBug] = []  # none left: RRSIG TTLs and RRSIG/NSEC at a CNAME fixed
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from nameserver.engine import denial
 from nameserver.wire import WireName
-from nameserver.zone.tree import AAAA, CNAME, DS, MX, NS, RRSIG, SRV, A, Node, RRset, Zone
+from nameserver.zone.tree import AAAA, CNAME, DS, MX, NS, NSEC, RRSIG, SRV, A, Node, RRset, Zone
 
 ANY = 255
 NOERROR, NXDOMAIN, YXDOMAIN = 0, 3, 6
@@ -109,8 +109,16 @@ class _Lookup:
             else:
                 self.negative(NOERROR, denial.nodata, node.name.key)
             return None
+        if qtype == RRSIG:
+            # The signatures at the name, each set with the TTL of the RRset it covers
+            # (RFC 4034 §3), CNAME or not: RRSIG may sit beside a CNAME (RFC 4035 §2.5).
+            sigs = [r.sigs for t, r in rrsets.items() if r.sigs is not None and t != RRSIG]
+            if sigs:
+                for i, sig in enumerate(sigs):
+                    self.positive(sig, name, encloser, prove=i == 0)
+                return None
         cname = rrsets.get(CNAME)
-        if cname is not None and qtype != CNAME:
+        if cname is not None and qtype != CNAME and not (qtype == NSEC and NSEC in rrsets):
             self.positive(cname, name, encloser)
             # ANY is answered minimally (RFC 8482): the CNAME alone, its target not chased.
             return cname.targets[0] if qtype != ANY else None
@@ -129,12 +137,14 @@ class _Lookup:
             self.negative(NOERROR, denial.nodata, name.key)
         return None
 
-    def positive(self, rrset: RRset, name: WireName, encloser: Node | None) -> None:
+    def positive(
+        self, rrset: RRset, name: WireName, encloser: Node | None, prove: bool = True
+    ) -> None:
         if encloser is None:
             self.ans.answer.append(rrset)
             return
         self.ans.answer.append(rrset.with_owner(name))  # RFC 4592 §3.3.1
-        if self.proofs:
+        if self.proofs and prove:
             self.ans.authority.extend(
                 denial.wildcard_answer(self.zone, name.key, encloser.name.key)
             )
