@@ -705,7 +705,22 @@ def _salt(text: str) -> bytes:
     return salt
 
 
+def b32hex_whole(text: str | bytes) -> bytes | None:
+    """Base32hex without padding, in whole 8-character groups (an NSEC3 hash: 32 of
+    them), decoded as ``int(text, 32)`` reads it; None for anything else."""
+    if len(text) % 8 or not text or not text.isascii() or not text.isalnum():
+        return None
+    try:
+        value = int(text, 32)
+    except ValueError:  # a letter past 'v'
+        return None
+    return value.to_bytes(len(text) * 5 // 8, "big")
+
+
 def _b32hex(text: str) -> bytes:
+    whole = b32hex_whole(text)
+    if whole is not None and len(whole) <= 255:
+        return whole
     if not text.isascii():
         raise _Fallback
     upper = text.encode().upper()
