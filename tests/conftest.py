@@ -19,6 +19,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+# The smallest zone the servers of these tests serve; tests add names and set {serial}.
+MINIMAL_ZONE = """$ORIGIN coop.
+$TTL 300
+@ SOA ns1.nic hostmaster.nic {serial} 7200 3600 1209600 900
+@ NS ns1.nic
+@ NS ns2.nic
+ns1.nic A 192.0.2.1
+ns2.nic A 192.0.2.2
+"""
 START_TIMEOUT = 10.0  # seconds until the server must answer an SOA query
 STOP_TIMEOUT = 5.0  # seconds after SIGTERM before it is killed
 START_ATTEMPTS = 5  # fresh ports tried when the one picked was taken meanwhile

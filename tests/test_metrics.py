@@ -21,21 +21,15 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from conftest import REPO, NameServer, free_port
+from conftest import MINIMAL_ZONE, REPO, NameServer, free_port
 
 from nameserver.control import send
 from nameserver.metrics import REPORT_INTERVAL, Metrics, ReportPipe, encode_snapshot
 
 TIMEOUT = 10.0  # seconds for anything to show up in the metrics (workers report every 1 s)
 
-ZONE = """$ORIGIN coop.
-$TTL 300
-@ SOA ns1.nic hostmaster.nic {serial} 7200 3600 1209600 900
-@ NS ns1.nic
-@ NS ns2.nic
-ns1.nic A 192.0.2.1
-ns2.nic A 192.0.2.2
-""" + "".join(f'big.nic TXT "{c * 200}"\n' for c in "abcde")  # too big for 512 bytes
+# big.nic is too big for 512 bytes.
+ZONE = MINIMAL_ZONE + "".join(f'big.nic TXT "{c * 200}"\n' for c in "abcde")
 
 # One line of the text format: https://prometheus.io/docs/instrumenting/exposition_formats/
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

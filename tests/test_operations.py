@@ -20,20 +20,13 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from conftest import REPO, NameServer, free_port
+from conftest import MINIMAL_ZONE, REPO, NameServer, free_port
 
 from nameserver.control import send
 
 WAIT = 10.0  # seconds for something the test waits for
 
-ZONE = """$ORIGIN coop.
-$TTL 300
-@ SOA ns1.nic hostmaster.nic {serial} 7200 3600 1209600 900
-@ NS ns1.nic
-@ NS ns2.nic
-ns1.nic A 192.0.2.1
-ns2.nic A 192.0.2.2
-"""
+ZONE = MINIMAL_ZONE
 
 
 def write_zone(path: Path, serial: int, extra: str = "") -> None:

@@ -19,18 +19,12 @@ import dns.rdatatype
 import dns.zone
 import pytest
 from bindsign import sign_with_bind
+from conftest import MINIMAL_ZONE
 
 REPO = Path(__file__).resolve().parent.parent
 
-ZONE = """$ORIGIN coop.
-$TTL 300
-@ SOA ns1.nic hostmaster.nic {serial} 7200 3600 1209600 900
-@ NS ns1.nic
-@ NS ns2.nic
-ns1.nic A 192.0.2.1
-ns2.nic A 192.0.2.2
-; the serial is also spelled in the data: an answer mixing two snapshots would show
-serial.nic CNAME s{serial}.nic
+# The serial is also spelled in the data: an answer mixing two snapshots would show.
+ZONE = MINIMAL_ZONE + """serial.nic CNAME s{serial}.nic
 s{serial}.nic TXT "{serial}"
 """
 
