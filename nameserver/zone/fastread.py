@@ -46,14 +46,13 @@ from dns.rdtypes.rrsigbase import sigtime_to_posixtime
 from nameserver.wire import WireName
 from nameserver.zone.reader import (
     _MAX_INCLUDE_DEPTH,
-    _META_TYPES,
     Record,
     Where,
     ZoneSyntaxError,
-    _class_or_none,
     _reason,
     _split,
     _Token,
+    parse_record,
     read_zone_file,
 )
 from nameserver.zone.tree import _rdata_parts, _target
@@ -481,57 +480,8 @@ class _Reader:
 
     def _slow(self, path: str, lineno: int, blank_owner: bool, tokens: list[_Token],
               state: _State) -> WireRecord:
-        """As nameserver.zone.reader._record, with dnspython for names and RDATA."""
-        i = 0
-        if blank_owner:
-            if state.last_name is None:
-                raise ValueError("record has no owner name and there is no previous owner")
-            name = state.last_name
-        else:
-            text = tokens[0].text
-            if text == state.last_name_text and state.last_name is not None:
-                name = state.last_name
-            else:
-                name = self._name_from(dns.name.from_text(text, state.origin))
-                state.last_name_text = text
-            state.last_name = name
-            i = 1
-        ttl: int | None = None
-        rdclass = dns.rdataclass.IN
-        for _ in range(2):
-            if i >= len(tokens):
-                break
-            word = tokens[i].text
-            if ttl is None and word[:1].isdigit():
-                ttl = dns.ttl.from_text(word)
-                i += 1
-            elif (cls := _class_or_none(word)) is not None:
-                rdclass = cls
-                i += 1
-        if i >= len(tokens):
-            raise ValueError("record has no type")
-        rdtype = dns.rdatatype.from_text(tokens[i].text)
-        if rdclass != dns.rdataclass.IN:
-            raise ValueError(f"class {dns.rdataclass.to_text(rdclass)} is not served; use IN")
-        if rdtype in _META_TYPES:
-            raise ValueError(f"{dns.rdatatype.to_text(rdtype)} is a meta-type, not zone data")
-        text = " ".join(f'"{t.text}"' if t.quoted else t.text for t in tokens[i + 1 :])
-        try:
-            rdata = dns.rdata.from_text(rdclass, rdtype, text, state.origin, relativize=False)
-        except dns.exception.DNSException as e:
-            type_name = dns.rdatatype.to_text(rdtype)
-            raise ValueError(f"bad {type_name} data '{text}': {_reason(e)}") from None
-        if ttl is None:
-            if state.default_ttl is not None:
-                ttl = state.default_ttl
-            elif state.last_ttl is not None:
-                ttl = state.last_ttl
-            elif rdtype == dns.rdatatype.SOA:
-                ttl = rdata.minimum  # type: ignore[attr-defined]
-            else:
-                raise ValueError("no TTL given and no $TTL in force")
-        else:
-            state.last_ttl = ttl
+        """As nameserver.zone.reader reads a record, with dnspython for names and RDATA."""
+        name, ttl, rdtype, rdata = parse_record(tokens, blank_owner, state, self._name_from)
         target = _target(rdata)
         return (
             name,

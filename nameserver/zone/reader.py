@@ -10,7 +10,7 @@ checks made later can point an operator at the line to fix.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dns.exception
@@ -233,6 +233,20 @@ def _directive(
 
 
 def _record(where: Where, blank_owner: bool, tokens: list[_Token], state: _State) -> Record:
+    name, ttl, rdtype, rdata = parse_record(tokens, blank_owner, state)
+    return Record(name, ttl, rdtype, rdata, where)
+
+
+def parse_record(
+    tokens: list[_Token],
+    blank_owner: bool,
+    state: _State,
+    intern: Callable[[dns.name.Name], dns.name.Name] = lambda name: name,
+) -> tuple[dns.name.Name, int, int, dns.rdata.Rdata]:
+    """Owner, TTL, type and RDATA of one logical line, RDATA read by dnspython.
+
+    ``intern`` may map each newly parsed owner name to a shared instance.
+    """
     i = 0
     if blank_owner:
         if state.last_name is None:
@@ -243,7 +257,7 @@ def _record(where: Where, blank_owner: bool, tokens: list[_Token], state: _State
         if text == state.last_name_text and state.last_name is not None:
             name = state.last_name
         else:
-            name = dns.name.from_text(text, state.origin)
+            name = intern(dns.name.from_text(text, state.origin))
             state.last_name_text = text
         state.last_name = name
         i = 1
@@ -284,7 +298,7 @@ def _record(where: Where, blank_owner: bool, tokens: list[_Token], state: _State
             raise ValueError("no TTL given and no $TTL in force")
     else:
         state.last_ttl = ttl
-    return Record(name, ttl, rdtype, rdata, where)
+    return name, ttl, rdtype, rdata
 
 
 def _class_or_none(word: str) -> int | None:
