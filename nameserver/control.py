@@ -18,18 +18,26 @@ class ControlError(Exception):
     """The server could not be reached or did not answer properly."""
 
 
+def read_line(conn: socket.socket, limit: int | None = None) -> bytes:
+    """Read one newline-terminated message (or up to EOF); ValueError past ``limit``."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if limit is not None and len(data) > limit:
+            raise ValueError("message too long")
+    return data
+
+
 def send(path: Path, request: dict[str, object], timeout: float = TIMEOUT) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(str(path))
             s.sendall(json.dumps(request).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_line(s)
         except FileNotFoundError:
             raise ControlError(f"no server is running (no control socket at {path})") from None
         except ConnectionRefusedError:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from nameserver import __version__
 from nameserver.config import Config, ConfigError, default_control_socket
+from nameserver.control import read_line
 from nameserver.engine.core import Engine
 from nameserver.metrics import Metrics, MetricsServer, ReportPipe, ServerState, ZoneState
 from nameserver.server.udp import create_bound_socket
@@ -56,6 +57,7 @@ logger = logging.getLogger("nameserver")
 
 READY_TIMEOUT = 30.0  # seconds a new worker has to start serving
 STOP_TIMEOUT = 5.0  # seconds workers have to exit after SIGTERM before SIGKILL
+CONTROL_REQUEST_LIMIT = 65536  # bytes: a control request is one short JSON line
 CONTROL_TIMEOUT = 5.0  # seconds a control client has to send its command
 RESPAWN_DELAY = 1.0  # seconds between restarts of a worker that keeps dying
 WATCH_INTERVAL = 2.0  # seconds between two looks at the zone files, with watch on
@@ -668,7 +670,7 @@ class Supervisor:
         with conn:
             conn.settimeout(CONTROL_TIMEOUT)
             try:
-                request = json.loads(_read_line(conn))
+                request = json.loads(read_line(conn, limit=CONTROL_REQUEST_LIMIT))
                 reply = self.command(request)
             except (OSError, ValueError) as e:
                 reply = {"ok": False, "error": f"bad request: {e}"}
@@ -782,18 +784,6 @@ def _wait_readable(fds: list[int], timeout: float | None) -> list[int]:
         poller.register(fd, select.POLLIN)
     ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
     return [fd for fd, _ in poller.poll(ms)]
-
-
-def _read_line(conn: socket.socket, limit: int = 65536) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > limit:
-            raise ValueError("request too long")
-    return data.decode()
 
 
 def _answers(path: Path) -> bool:
