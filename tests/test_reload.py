@@ -21,6 +21,8 @@ import pytest
 from bindsign import sign_with_bind
 from conftest import MINIMAL_ZONE
 
+from nameserver.control import send
+
 REPO = Path(__file__).resolve().parent.parent
 
 # The serial is also spelled in the data: an answer mixing two snapshots would show.
@@ -233,3 +235,53 @@ def test_zone_signed_by_a_key_not_in_its_dnskey_set_is_refused(tmp_path) -> None
     assert check.returncode == 1, check.stdout
     assert f"{mixed}:1: coop. SOA is signed with key tag" in check.stdout
     assert "which is not in the DNSKEY set" in check.stdout
+
+
+def _config_server(nameserver_factory, zones: list[tuple[str, Path]], workers: int):
+    def config(port: int) -> str:
+        listed = ", ".join(f"{{origin: {o}, file: {f}}}" for o, f in zones)
+        return f'listen: ["127.0.0.1@{port}"]\nzones: [{listed}]\nworkers: {workers}\n'
+
+    server = nameserver_factory(config=config, ipv6=False)
+    server.control = server.stderr_path.parent / f"control-{server.port}.sock"
+    server.config = server.stderr_path.parent / f"config-{server.port}.yaml"
+    return server, config
+
+
+def test_every_worker_serves_the_reloaded_serial(nameserver_factory, tmp_path) -> None:
+    zone = tmp_path / "coop.zone"
+    write_zone(zone, 50)
+    server, _ = _config_server(nameserver_factory, [("coop.", zone)], workers=3)
+    write_zone(zone, 51)
+    assert ctl(server, "reload").returncode == 0
+    # Each query from a new socket (a new source port) lands on a worker picked by the
+    # SO_REUSEPORT hash: 300 of them reach every worker with near certainty.
+    serials = {soa_serial(server.port) for _ in range(300)}
+    assert serials == {51}
+    status = json_status(server)
+    assert len(status["workers"]) == 3
+    assert {w["generation"] for w in status["workers"]} == {status["generation"]}
+
+
+def test_reload_adds_and_removes_zones(nameserver_factory, tmp_path) -> None:
+    coop, example = tmp_path / "coop.zone", tmp_path / "example.zone"
+    write_zone(coop, 60)
+    example.write_text(MINIMAL_ZONE.replace("$ORIGIN coop.", "$ORIGIN example.").format(serial=7))
+    server, config = _config_server(nameserver_factory, [("coop.", coop)], workers=1)
+    q = dns.message.make_query("example", "SOA")
+    assert dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2).rcode() == 5  # REFUSED
+    server.config.write_text(config(server.port).replace(
+        "zones: [", f"zones: [{{origin: example., file: {example}}}, "))
+    out = ctl(server, "reload")
+    assert out.returncode == 0 and "zone example.: serial 7 loaded" in out.stdout
+    r = dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2)
+    assert r.answer[0][0].serial == 7
+    server.config.write_text(config(server.port))
+    out = ctl(server, "reload")
+    assert "zone example.: removed" in out.stdout
+    assert dns.query.udp(q, "127.0.0.1", port=server.port, timeout=2).rcode() == 5
+    assert soa_serial(server.port) == 60
+
+
+def json_status(server) -> dict:
+    return send(server.control, {"command": "status"})["status"]
