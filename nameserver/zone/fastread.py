@@ -45,13 +45,13 @@ from dns.rdtypes.rrsigbase import sigtime_to_posixtime
 
 from nameserver.wire import WireName
 from nameserver.zone.reader import (
-    _MAX_INCLUDE_DEPTH,
     Record,
     Where,
     ZoneSyntaxError,
     _reason,
     _split,
     _Token,
+    parse_directive,
     parse_record,
     read_zone_file,
 )
@@ -382,34 +382,19 @@ class _Reader:
 
     def _directive(self, path: str, lineno: int, tokens: list[_Token], state: _State,
                    depth: int) -> Iterator[WireRecord]:
-        # As nameserver.zone.reader._directive.
-        word = tokens[0].text.upper()
-        args = [t.text for t in tokens[1:]]
+        word, value = parse_directive(path, tokens, state.origin, depth)
         if word == "$ORIGIN":
-            if len(args) != 1:
-                raise ValueError("expects one domain name")
-            state.set_origin(dns.name.from_text(args[0], state.origin))
+            state.set_origin(value)
             state.last_name = None
         elif word == "$TTL":
-            if len(args) != 1:
-                raise ValueError("expects one TTL")
-            state.default_ttl = dns.ttl.from_text(args[0])
-        elif word == "$INCLUDE":
-            if not 1 <= len(args) <= 2:
-                raise ValueError("expects a file name and an optional origin")
-            if depth >= _MAX_INCLUDE_DEPTH:
-                raise ValueError("too deeply nested")
-            target = args[0]
-            if not os.path.isabs(target):
-                target = os.path.join(os.path.dirname(path), target)
-            inner = dns.name.from_text(args[1], state.origin) if len(args) == 2 else state.origin
+            state.default_ttl = value
+        else:
+            target, inner = value
             saved_origin, saved_name = state.origin, state.last_name
             yield from self.read(target, inner, state, depth + 1)
             # RFC 1035 section 5.1: the origin reverts after the included file.
             state.set_origin(saved_origin)
             state.last_name = saved_name
-        else:
-            raise ValueError("unknown directive")
 
     # -- one record ------------------------------------------------------------------
 

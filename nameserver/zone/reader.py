@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -202,19 +203,38 @@ def _directive(
     problems: list[str],
     depth: int,
 ) -> Iterator[Record]:
+    word, value = parse_directive(path, tokens, state.origin, depth)
+    if word == "$ORIGIN":
+        state.origin = value
+        state.last_name = None
+        state.last_name_text = None
+    elif word == "$TTL":
+        state.default_ttl = value
+    else:
+        target, inner_origin = value
+        saved_origin, saved_name = state.origin, state.last_name
+        yield from _read(target, inner_origin, state, problems, depth + 1)
+        # RFC 1035 section 5.1: the origin reverts after the included file.
+        state.origin, state.last_name = saved_origin, saved_name
+        state.last_name_text = None
+
+
+def parse_directive(
+    path: str, tokens: list[_Token], origin: dns.name.Name, depth: int
+) -> tuple[str, Any]:
+    """Check a $ORIGIN, $TTL or $INCLUDE line; return the directive and its value: the new
+    origin, the TTL, or (the file to read, its origin). Raise ValueError if it is wrong."""
     word = tokens[0].text.upper()
     args = [t.text for t in tokens[1:]]
     if word == "$ORIGIN":
         if len(args) != 1:
             raise ValueError("expects one domain name")
-        state.origin = dns.name.from_text(args[0], state.origin)
-        state.last_name = None
-        state.last_name_text = None
-    elif word == "$TTL":
+        return word, dns.name.from_text(args[0], origin)
+    if word == "$TTL":
         if len(args) != 1:
             raise ValueError("expects one TTL")
-        state.default_ttl = dns.ttl.from_text(args[0])
-    elif word == "$INCLUDE":
+        return word, dns.ttl.from_text(args[0])
+    if word == "$INCLUDE":
         if not 1 <= len(args) <= 2:
             raise ValueError("expects a file name and an optional origin")
         if depth >= _MAX_INCLUDE_DEPTH:
@@ -222,14 +242,9 @@ def _directive(
         target = args[0]
         if not os.path.isabs(target):
             target = os.path.join(os.path.dirname(path), target)
-        inner_origin = dns.name.from_text(args[1], state.origin) if len(args) == 2 else state.origin
-        saved_origin, saved_name = state.origin, state.last_name
-        yield from _read(target, inner_origin, state, problems, depth + 1)
-        # RFC 1035 section 5.1: the origin reverts after the included file.
-        state.origin, state.last_name = saved_origin, saved_name
-        state.last_name_text = None
-    else:
-        raise ValueError("unknown directive")
+        inner_origin = dns.name.from_text(args[1], origin) if len(args) == 2 else origin
+        return word, (target, inner_origin)
+    raise ValueError("unknown directive")
 
 
 def _record(where: Where, blank_owner: bool, tokens: list[_Token], state: _State) -> Record:
