@@ -57,9 +57,12 @@ import dns.rdatatype
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
 
 import genqueries  # noqa: E402
 import refservers as rs  # noqa: E402
+
+from nameserver.control import ControlError, send  # noqa: E402
 
 # Linux: kernel receive timestamps as a struct timespec (not exposed by the socket module).
 SO_TIMESTAMPNS = 35
@@ -365,21 +368,11 @@ def timeline(load: Load, timeout_ns: int, cpu: CpuSampler) -> list[dict[str, Any
 
 
 def control(path: Path, request: dict[str, object], timeout: float) -> dict[str, Any]:
-    """One command over the control socket (one JSON line each way)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data)
-    if not isinstance(reply, dict):
-        raise ValueError(f"unexpected control reply {reply!r}")
-    return reply
+    """One command over the control socket, as ``nameserver reload|status`` send it."""
+    try:
+        return send(path, request, timeout)
+    except ControlError as e:
+        raise OSError(str(e)) from None
 
 
 def soa_serial(address: str, port: int, origin: str) -> int | None:
