@@ -26,6 +26,7 @@ from nameserver.config import (
 )
 from nameserver.dnssec import commands as dnssec_commands
 from nameserver.zone.load import ZoneError, load_zone
+from nameserver.zone.reader import guess_origin
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -233,25 +234,8 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _guess_origin(path: str) -> str:
-    """The file's leading $ORIGIN, else its name without ``.zone``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                words = line.split(";", 1)[0].split()
-                if words:
-                    if words[0].upper() == "$ORIGIN" and len(words) == 2:
-                        return words[1]
-                    if not words[0].startswith("$"):
-                        break
-    except (OSError, UnicodeDecodeError):
-        pass
-    base = path.rsplit("/", 1)[-1]
-    return base[: -len(".zone")] if base.endswith(".zone") else base
-
-
 def _check(args: argparse.Namespace) -> int:
-    origin = args.origin or _guess_origin(args.zonefile)
+    origin = args.origin or guess_origin(args.zonefile)
     try:
         result = load_zone(args.zonefile, origin)
     except ZoneError as e:

@@ -43,7 +43,7 @@ from nameserver.dnssec.signer import (
     worker_pool,
     write_zone,
 )
-from nameserver.zone.reader import ZoneSyntaxError
+from nameserver.zone.reader import ZoneSyntaxError, guess_origin
 
 COMMANDS = ("keygen", "sign")
 
@@ -160,24 +160,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _ds_line(key: SigningKey) -> str:
     return f"{key.origin.to_text()} IN DS {ds_record(key, 'SHA256').to_text()}"
-
-
-def guess_origin(path: str) -> str:
-    """The file's leading $ORIGIN, else its name without ``.zone``."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                words = line.split(";", 1)[0].split()
-                if not words:
-                    continue
-                if words[0].upper() == "$ORIGIN" and len(words) == 2:
-                    return words[1]
-                if not words[0].startswith("$"):
-                    break
-    except (OSError, UnicodeDecodeError):
-        pass
-    base = os.path.basename(path)
-    return base[: -len(".zone")] if base.endswith(".zone") else base
 
 
 def _key_states(keys: list[SigningKey], now: float) -> tuple[list[SigningKey], list[SigningKey]]:

@@ -323,3 +323,21 @@ def _class_or_none(word: str) -> int | None:
     ):
         return dns.rdataclass.from_text(upper)
     return None
+
+
+def guess_origin(path: str) -> str:
+    """The file's leading $ORIGIN, else its name without ``.zone``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                words = line.split(";", 1)[0].split()
+                if not words:
+                    continue
+                if words[0].upper() == "$ORIGIN" and len(words) == 2:
+                    return words[1]
+                if not words[0].startswith("$"):
+                    break
+    except (OSError, UnicodeDecodeError):
+        pass
+    base = os.path.basename(path)
+    return base[: -len(".zone")] if base.endswith(".zone") else base
