@@ -269,3 +269,15 @@ def test_fast_path_equals_general_path_when_signed(signed) -> None:
             first = engine.handle(wire, False)
             assert first == engine.respond(wire, False), name
             assert engine.handle(wire, False) == first
+
+
+def test_denial_memo_holds_only_names_of_the_zone(signed) -> None:
+    """Random names (NXDOMAIN, wildcard NODATA) must not grow the NSEC3 proof memo."""
+    flavour, engine, _ = signed
+    if not flavour.startswith("nsec3"):
+        pytest.skip("NSEC3 only")
+    chain = next(iter(engine.zones.values())).nsec3
+    for i in range(200):
+        ask(engine, f"r{i}.coop", "A")
+        ask(engine, f"x.r{i}.wild.nic.coop", "MX")
+    assert len(chain.encloser_memo) <= 5

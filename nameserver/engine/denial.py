@@ -25,23 +25,34 @@ def _unique(rrsets: list[RRset]) -> list[RRset]:
     return seen
 
 
-def _closest_provable(chain: Nsec3Chain, key: bytes) -> tuple[bytes, RRset, bytes]:
-    """RFC 5155 §7.2.1: the closest ancestor of ``key`` owning an NSEC3, its NSEC3,
-    and the next closer name (the ancestor's child on the way to ``key``)."""
-    next_closer = key
-    ancestor = _parent(key)
-    while True:
-        match = chain.match(ancestor)
-        if match is not None or ancestor == b"\x00":
-            break
-        next_closer, ancestor = ancestor, _parent(ancestor)
-    assert match is not None, "the apex owns an NSEC3"
-    return ancestor, match, next_closer
+def _provable(chain: Nsec3Chain, start: bytes) -> tuple[bytes, RRset, RRset]:
+    """RFC 5155 §7.2.1: the closest provable encloser at or above ``start`` (an existing
+    name), its NSEC3, and the NSEC3 covering its wildcard. Depends on ``start`` alone,
+    so it is remembered per chain."""
+    memo = chain.encloser_memo.get(start)
+    if memo is None:
+        ce, match = start, chain.match(start)
+        while match is None and ce != b"\x00":
+            ce = _parent(ce)
+            match = chain.match(ce)
+        assert match is not None, "the apex owns an NSEC3"
+        memo = chain.encloser_memo[start] = (ce, match, chain.cover(_WILDCARD + ce))
+    return memo
 
 
-def _encloser_proof(chain: Nsec3Chain, key: bytes) -> tuple[bytes, list[RRset]]:
-    ce, match, next_closer = _closest_provable(chain, key)
-    return ce, [match, chain.cover(next_closer)]
+def _next_closer(name: bytes, ancestor: bytes) -> bytes:
+    """The child of ``ancestor`` on the way down to ``name``."""
+    while _parent(name) != ancestor:
+        name = _parent(name)
+    return name
+
+
+def _encloser_proof(chain: Nsec3Chain, key: bytes, encloser: bytes) -> list[RRset]:
+    """Closest provable encloser of ``key`` and the NSEC3 covering the next closer name.
+    ``encloser`` is ``key``'s closest existing ancestor: only names of the zone are
+    remembered, never names a client made up."""
+    ce, match, _ = _provable(chain, encloser)
+    return [match, chain.cover(_next_closer(key, ce))]
 
 
 def nxdomain(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
@@ -54,21 +65,10 @@ def nxdomain_key(zone: Zone, qname: bytes, encloser: bytes) -> tuple[RRset, ...]
     serves the fast path as the identity of the answer (one hash per query for NSEC3)."""
     if zone.nsec3 is not None:
         chain = zone.nsec3
-        memo = chain.encloser_memo.get(encloser)
-        if memo is None:
-            # Names between the closest encloser and the query name do not exist, so
-            # the closest provable encloser of the query is the encloser's own (§7.2.1).
-            ce, match = encloser, chain.match(encloser)
-            while match is None and ce != b"\x00":
-                ce = _parent(ce)
-                match = chain.match(ce)
-            assert match is not None, "the apex owns an NSEC3"
-            memo = chain.encloser_memo[encloser] = (ce, match, chain.cover(_WILDCARD + ce))
-        ce, match, wildcard_cover = memo
-        next_closer = qname
-        while _parent(next_closer) != ce:
-            next_closer = _parent(next_closer)
-        return (match, chain.cover(next_closer), wildcard_cover)
+        # Names between the closest encloser and the query name do not exist, so the
+        # closest provable encloser of the query is the encloser's own.
+        ce, match, wildcard_cover = _provable(chain, encloser)
+        return (match, chain.cover(_next_closer(qname, ce)), wildcard_cover)
     nsec = zone.nsec
     assert nsec is not None
     return (nsec.cover(qname), nsec.cover(_WILDCARD + encloser))
@@ -82,7 +82,7 @@ def nodata(zone: Zone, name: bytes) -> list[RRset]:
         if match is not None:
             return [match]
         # Opted-out name (unsigned delegation or its empty non-terminals), §7.2.4.
-        return _encloser_proof(chain, name)[1]
+        return _encloser_proof(chain, name, _parent(name))  # the name exists: so does its parent
     nsec = zone.nsec
     match = nsec.match(name)
     return [match] if match is not None else [nsec.cover(name)]  # an ENT lies in a gap
@@ -93,7 +93,7 @@ def wildcard_nodata(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
     wildcard = _WILDCARD + encloser
     if zone.nsec3 is not None:
         chain = zone.nsec3
-        _, proof = _encloser_proof(chain, qname)
+        proof = _encloser_proof(chain, qname, encloser)
         match = chain.match(wildcard)
         return _unique(proof + ([match] if match is not None else []))
     nsec = zone.nsec
@@ -104,10 +104,7 @@ def wildcard_nodata(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
 def wildcard_answer(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
     """§7.2.6: the answer was synthesised, so prove the exact name does not exist."""
     if zone.nsec3 is not None:
-        next_closer = qname
-        while _parent(next_closer) != encloser:
-            next_closer = _parent(next_closer)
-        return [zone.nsec3.cover(next_closer)]
+        return [zone.nsec3.cover(_next_closer(qname, encloser))]
     return [zone.nsec.cover(qname)]
 
 
