@@ -32,6 +32,7 @@ from nameserver.dnssec.signer import (
     write_zone,
 )
 from nameserver.zone.reader import ZoneSyntaxError, read_zone_file
+from nameserver.zone.tree import _rdata_parts
 
 ORIGIN = dns.name.from_text("coop.")
 NOW = 1_800_000_000
@@ -676,3 +677,45 @@ def test_progress_is_reported(zonefile: Path, keys: list[SigningKey]) -> None:
     calls: list[tuple[str, int, int]] = []
     _sign(zonefile, keys, progress=lambda *a: calls.append(a))
     assert calls and calls[-1][0] == "signing" and calls[-1][1] == calls[-1][2]
+
+
+ODD_RDATA = f"""\
+$ORIGIN coop.
+$TTL 300
+@ SOA NS1.Nic.coop. host\\.master.nic.coop. 1 2 3 4 5
+@ NS ns1.nic
+@ MX 10 Mail.Nic
+weird\\046dot NS ns\\032x.example.
+weird\\046dot DS {DS1}
+sha384 DS 1 13 4 {"ab" * 48}
+v4tail AAAA ::ffff:192.0.2.1
+v6 AAAA 2001:DB8:0:0:1:0:0:1
+ptr PTR Target.Example.
+srv SRV 0 1 53 Srv.Example.
+dn DNAME Other.Example.
+txt TXT "a \\"quoted\\" string" plain
+key DNSKEY 256 3 13 {"A" * 86}==
+sig RRSIG A 13 2 300 20260101000000 20251201000000 12345 Coop. {"B" * 86}==
+h NSEC3 1 1 0 - 0123456789abcdefghijklmnopqrstuv A RRSIG
+p NSEC3PARAM 1 0 0 ab
+n NSEC next.coop. A NS TYPE65534
+u TYPE65000 \\# 3 010203
+"""
+
+
+def test_rdata_forms_match_dnspython(tmp_path: Path) -> None:
+    # The reader hands over wire forms; the signer's text and canonical forms of them
+    # must be exactly dnspython's to_text() and to_digestable().
+    path = tmp_path / "odd.zone"
+    path.write_text(ODD_RDATA)
+    records = list(read_zone_file(path, ORIGIN))
+    assert len(records) == ODD_RDATA.count("\n") - 2
+    for rec in records:
+        got = signer_module._rdata_forms(rec.rdtype, _rdata_parts(rec.rdata))
+        assert got == (rec.rdata.to_text(), rec.rdata.to_digestable()), rec
+    # read_zone (the fast reader) and reader records give the same zone data.
+    expected = ZoneData.from_records(read_zone_file(path, ORIGIN), ORIGIN, canon_all=True)
+    assert _zone_state(read_zone(path, ORIGIN, canon_all=True)) == _zone_state(expected)
+    path.write_text(ZONE)
+    expected = ZoneData.from_records(read_zone_file(path, ORIGIN), ORIGIN, canon_all=False)
+    assert _zone_state(read_zone(path, ORIGIN)) == _zone_state(expected)

@@ -215,11 +215,11 @@ def _sign(args: argparse.Namespace) -> int:
         raise ValueError("--jitter cannot exceed half the validity")
     # Fork the workers first, while this process is small.
     with worker_pool(args.workers) as pool:
-        zone = read_zone(args.zonefile, origin, pool=pool, canon_all=args.zonemd,
+        zone = read_zone(args.zonefile, origin, workers=1, canon_all=args.zonemd,
                          progress=progress)
         previous = None
         if args.previous:
-            previous = read_zone(args.previous, origin, pool=pool, skip_delegation_ns=True)
+            previous = read_zone(args.previous, origin, workers=1, skip_delegation_ns=True)
         signed = sign_zone(
             zone,
             origin,

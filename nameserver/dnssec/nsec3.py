@@ -27,6 +27,7 @@ __all__ = [
     "key_label_count",
     "key_labels",
     "key_of",
+    "key_of_wire",
     "key_parent",
     "key_to_name",
     "key_to_text",
@@ -79,6 +80,17 @@ def key_of(name: dns.name.Name) -> bytes:
     if labels and labels[-1] == b"":
         labels = labels[:-1]
     return b"".join(_escape(label.lower()) + b"\x00" for label in reversed(labels))
+
+
+def key_of_wire(wire: bytes) -> bytes:
+    """The canonical-order key of an absolute name in uncompressed wire form."""
+    labels = []
+    i = 0
+    while n := wire[i]:
+        labels.append(_escape(wire[i + 1 : i + 1 + n].lower()) + b"\x00")
+        i += n + 1
+    labels.reverse()
+    return b"".join(labels)
 
 
 def key_labels(key: bytes) -> list[bytes]:

@@ -13,11 +13,13 @@ they are written out in lowercase, their canonical form.
 
 Reading
 -------
-:func:`read_zone` reads a master file with :func:`nameserver.zone.reader.read_zone_file`.
-With worker processes it splits the file at record boundaries where the reader's
-state is known ($ORIGIN, $TTL), hands each piece to a worker that runs the same reader
-on it, and merges the pieces in file order; error messages keep the original
-``file:line``. Files with ``$INCLUDE`` or bare CR line ends are read in one piece.
+:func:`read_zone` reads a master file with the serving loader's fast reader
+(:func:`nameserver.zone.fastread.read_wire_records`, dnspython for rare forms, errors
+as ``file:line``) and turns its wire forms into text and canonical wire as dnspython's
+``to_text()`` and ``to_digestable()`` would. With worker processes it can split the
+file at record boundaries where the reader's state is known ($ORIGIN, $TTL), hand each
+piece to a worker and merge the pieces in file order; files with ``$INCLUDE`` or bare
+CR line ends are read in one piece.
 
 Signing
 -------
@@ -34,7 +36,6 @@ RRset is unchanged, the key still signs that RRset and they do not expire within
 from __future__ import annotations
 
 import base64
-import binascii
 import collections
 import contextlib
 import gc
@@ -47,6 +48,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import re
+import socket
 import struct
 import sys
 import tempfile
@@ -63,9 +65,6 @@ import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.DS
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
 import dns.ttl
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,6 +79,7 @@ from nameserver.dnssec.nsec3 import (
     ChainEntry,
     key_is_wild,
     key_of,
+    key_of_wire,
     key_parent,
     key_to_text,
     key_to_wire,
@@ -87,7 +87,10 @@ from nameserver.dnssec.nsec3 import (
     nsec3param_rdata,
     nsec_chain,
 )
-from nameserver.zone.reader import ZoneSyntaxError, read_zone_file
+from nameserver.wire import WireName
+from nameserver.zone.fastread import WireRecord, read_wire_records
+from nameserver.zone.reader import ZoneSyntaxError
+from nameserver.zone.tree import _rdata_parts
 
 __all__ = [
     "RRset",
@@ -121,6 +124,8 @@ _KSK_TYPES = frozenset({DNSKEY, CDS, CDNSKEY})
 _IN = int(dns.rdataclass.IN)
 _RRSIG_HEAD = struct.Struct("!HBBIIIH")  # type covered .. key tag (RFC 4034 §3.1)
 _RR_HEAD = struct.Struct("!HHI")  # type, class, TTL
+_SOA_TAIL = struct.Struct("!IIIII")
+_DS_HEAD = struct.Struct("!HBB")
 _DEFAULT_VALIDITY = timedelta(days=30)
 _DEFAULT_INCEPTION_OFFSET = timedelta(hours=1)
 _DEFAULT_DNSKEY_TTL = 3600
@@ -397,97 +402,196 @@ class ZoneData:
         syntax error, when *records* is a reader).
         """
         zone = cls(origin)
-        groups, problems = _compact(records, origin, canon_all, skip_delegation_ns)
+        problems: list[str] = []
+        for group in _compact(_dnspython_records(records), origin, canon_all,
+                              skip_delegation_ns, problems):
+            zone.add(group)
         if problems:
             raise ZoneSyntaxError(problems)
-        for group in groups:
-            zone.add(group)
         return zone
 
 
-def _rdata_canon(rdata: Any, rdtype: int) -> bytes:
+# Names in RDATA, by wire: their presentation text (bounded; most repeat).
+_NAME_TEXT: dict[bytes, str] = {}
+_NAME_TEXT_MAX = 1 << 17
+_PLAIN_LABEL = re.compile(rb"[!#%&'*+,\-/0-9:<=>?A-Z\[\]^_`a-z{|}~]+")
+_GENERIC_MAX = 0xFFFF
+
+
+def _name_text(wire: bytes) -> str:
+    """An absolute name in wire form as dnspython prints it (case kept, escapes)."""
+    text = _NAME_TEXT.get(wire)
+    if text is None:
+        labels = []
+        i = 0
+        plain = _PLAIN_LABEL.fullmatch
+        while n := wire[i]:
+            label = wire[i + 1 : i + 1 + n]
+            if plain(label) is None:
+                text = dns.name.from_wire(wire, 0)[0].to_text()
+                break
+            labels.append(label)
+            i += n + 1
+        else:
+            text = b".".join(labels).decode("ascii") + "." if labels else "."
+        if len(_NAME_TEXT) >= _NAME_TEXT_MAX:
+            _NAME_TEXT.clear()
+        _NAME_TEXT[wire] = text
+    return text
+
+
+def _aaaa_text(body: bytes) -> str:
+    text = socket.inet_ntop(socket.AF_INET6, body)
+    # dnspython and inet_ntop agree but for the forms with an IPv4 tail: let it decide.
+    return dns.ipv6.inet_ntoa(body) if "." in text else text
+
+
+def _chunked(text: str, size: int) -> str:
+    if len(text) <= size:
+        return text
+    return " ".join([text[i : i + size] for i in range(0, len(text), size)])
+
+
+def _name_end(wire: bytes, i: int) -> int:
+    """The offset just past the uncompressed name that starts at *i*."""
+    while n := wire[i]:
+        i += n + 1
+    return i + 1
+
+
+def _rrsig_text(body: bytes) -> str:
+    cov, alg, labels, ttl, exp, inc, tag = _RRSIG_HEAD.unpack_from(body)
+    cut = _name_end(body, 18)
+    signer = _name_text(body[18:cut])
+    sig = _chunked(base64.b64encode(body[cut:]).decode("ascii"), 32)
+    return (f"{_type_text(cov)} {alg} {labels} {ttl} {_sigtime(exp)} {_sigtime(inc)} {tag} "
+            f"{signer} {sig}")
+
+
+def _rdata_forms(rdtype: int, parts: Any) -> tuple[str, bytes]:
+    """(presentation text, canonical wire) of RDATA in the zone reader's wire form
+    (:data:`nameserver.zone.fastread.WireRecord`): what dnspython's ``to_text()`` and
+    ``to_digestable()`` give for the same RDATA, without building it for the usual
+    types."""
+    if type(parts) is tuple:
+        if len(parts) == 1:  # NS, CNAME, PTR
+            name = parts[0]
+            return _name_text(name.wire), name.key
+        if len(parts) == 2:  # MX
+            pref, name = parts
+            return f"{int.from_bytes(pref, 'big')} {_name_text(name.wire)}", pref + name.key
+        mname, rname, tail = parts  # SOA
+        numbers = " ".join(map(str, _SOA_TAIL.unpack(tail)))
+        text = f"{_name_text(mname.wire)} {_name_text(rname.wire)} {numbers}"
+        return text, mname.key + rname.key + tail
+    body = parts[2:]
     if rdtype == A:
-        return dns.ipv4.inet_aton(rdata.address)
+        return socket.inet_ntoa(body), body
     if rdtype == AAAA:
-        return dns.ipv6.inet_aton(rdata.address)
-    return rdata.to_digestable()  # type: ignore[no-any-return]
-
-
-# Worker processes: id of a memoized NS RDATA (see _install_parse_shortcuts) -> [text, canon]
-_MEMO_INFO: dict[int, list[Any]] = {}
+        return _aaaa_text(body), body
+    if rdtype == DS:
+        tag, alg, digest_type = _DS_HEAD.unpack_from(body)
+        digest = _chunked(body[4:].hex(), 128)
+        return f"{tag} {alg} {digest_type} {digest}", body
+    if rdtype == RRSIG:
+        cut = _name_end(body, 18)  # the canonical form lowercases the signer name
+        return _rrsig_text(body), body[:18] + body[18:cut].lower() + body[cut:]
+    rdata = dns.rdata.from_wire(_IN, rdtype, body, 0, len(body))
+    return rdata.to_text(), rdata.to_digestable()
 
 
 def _compact(
-    records: Iterable[Any],
+    records: Iterable[WireRecord],
     origin: dns.name.Name,
     canon_all: bool,
     skip_delegation_ns: bool,
-    where_fn: Callable[[Any], str] = str,
-) -> tuple[list[Group], list[str]]:
-    """Records -> groups of consecutive records of one (owner, type), each sorted and
-    without duplicates; and the problems found.
+    problems: list[str],
+) -> Iterator[Group]:
+    """Records in the zone reader's wire form -> groups of consecutive records of one
+    (owner, type), each sorted and without duplicates; the problems found are added to
+    *problems* (ZoneSyntaxError from *records* included).
 
-    Canonical RDATA is computed for everything with *canon_all*, else for what may be
+    Canonical RDATA is kept for everything with *canon_all*, else for what may be
     signed and is not cheaper to derive later: not for NS below the apex (never
     signed) nor for A/AAAA (mostly glue; derived from the text when signed).
     """
     origin_key = key_of(origin)
-    groups: list[Group] = []
-    problems: list[str] = []
-    memo = _MEMO_INFO
-    prev_name = None
+    origin_wire = origin.to_wire().lower()
+    prev_owner = None
     key = b""
     in_zone = apex = True
     cur: Group | None = None
+    forms = _rdata_forms
+    names = _NAME_TEXT
+    a_text: dict[bytes, str] = {}
     try:
-        for rec in records:
-            name = rec.name
-            if name is not prev_name:
-                prev_name = name
-                key = key_of(name)
+        for owner, ttl, rdtype, parts, _target, path, line in records:
+            if owner is not prev_owner:
+                prev_owner = owner
+                key = _owner_key(owner.key, origin_wire, origin_key)
                 in_zone = key.startswith(origin_key)
                 apex = key == origin_key
-                cur = None
             if not in_zone:
-                where = getattr(rec, "where", None)
-                prefix = f"{where_fn(where)}: " if where is not None else ""
-                problems.append(f"{prefix}{name} is outside the zone {origin}")
+                where = f"{path}:{line}: " if path is not None else ""
+                problems.append(f"{where}{owner.to_name()} is outside the zone {origin}")
                 continue
-            rdtype = rec.rdtype
-            if skip_delegation_ns and rdtype == NS and not apex:
-                continue
-            rdata = rec.rdata
-            info = memo.get(id(rdata)) if memo else None
-            if info is not None:
-                text = info[0]
+            if rdtype == NS and not apex:
+                if skip_delegation_ns:
+                    continue
+                wire = parts[0].wire  # type: ignore[union-attr]
+                text = names.get(wire) or _name_text(wire)
+                canon = parts[0].key if canon_all else None  # type: ignore[union-attr]
+            elif rdtype == A and not canon_all:
+                text = a_text.get(parts)  # type: ignore[arg-type]
                 if text is None:
-                    text = info[0] = rdata.to_text()
-            else:
-                text = rdata.to_text()
-            if canon_all or not (rdtype in _LAZY_CANON or (rdtype == NS and not apex)):
-                if info is not None:
-                    canon = info[1]
-                    if canon is None:
-                        canon = info[1] = _rdata_canon(rdata, rdtype)
-                else:
-                    canon = _rdata_canon(rdata, rdtype)
-            else:
+                    if len(a_text) >= 4096:
+                        a_text.clear()
+                    text = a_text[parts] = socket.inet_ntoa(parts[2:])  # type: ignore[index]
                 canon = None
-            covers = int(rdata.type_covered) if rdtype == RRSIG else 0
-            if cur is not None and cur[1] == rdtype and cur[2] == covers:
+            elif rdtype == AAAA and not canon_all:
+                text, canon = _aaaa_text(parts[2:]), None  # type: ignore[index]
+            else:
+                text, canon = forms(rdtype, parts)
+            covers = int.from_bytes(canon[:2], "big") if rdtype == RRSIG else 0  # type: ignore[index]
+            if cur is not None and cur[0] is key and cur[1] == rdtype and cur[2] == covers:
                 cur[4].append(text)
                 if cur[5] is not None:
                     cur[5].append(canon)
-                if rec.ttl < cur[3]:
-                    cur[3] = rec.ttl
-            else:
-                cur = [key, rdtype, covers, rec.ttl, [text], None if canon is None else [canon]]
-                groups.append(cur)
+                if ttl < cur[3]:
+                    cur[3] = ttl
+                continue
+            if cur is not None:
+                cur[4], cur[5] = _sorted_unique(cur[4], cur[5])
+                yield cur
+            cur = [key, rdtype, covers, ttl, [text], None if canon is None else [canon]]
     except ZoneSyntaxError as e:
         problems.extend(e.problems)
-    for group in groups:
-        group[4], group[5] = _sorted_unique(group[4], group[5])
-    return groups, problems
+    if cur is not None:
+        cur[4], cur[5] = _sorted_unique(cur[4], cur[5])
+        yield cur
+
+
+def _owner_key(wire: bytes, origin_wire: bytes, origin_key: bytes) -> bytes:
+    """The canonical-order key of a lowercased wire name (see nsec3.key_of)."""
+    n = wire[0]
+    if len(wire) == n + 1 + len(origin_wire) and wire.endswith(origin_wire):
+        label = wire[1 : n + 1]  # one label below the origin, the usual owner in a TLD
+        if b"\x00" not in label and b"\x01" not in label:
+            return origin_key + label + b"\x00"
+    return key_of_wire(wire)
+
+
+def _dnspython_records(records: Iterable[Any]) -> Iterator[WireRecord]:
+    """Reader records (name, ttl, rdtype, rdata[, where]) in the fast reader's form."""
+    name = owner = None
+    for rec in records:
+        if rec.name is not name:
+            name = rec.name
+            owner = WireName.from_name(name)
+        where = getattr(rec, "where", None)
+        yield (owner, rec.ttl, rec.rdtype, _rdata_parts(rec.rdata),  # type: ignore[misc]
+               None, None if where is None else where.file,
+               0 if where is None else where.line)
 
 
 _INCLUDE_RE = re.compile(rb"(?im)^[ \t]*\$include\b")
@@ -617,13 +721,13 @@ def _read_piece(task: tuple[Any, ...]) -> tuple[list[Group], list[str]]:
     del data
     shift = first_line - 1 - preamble.count(b"\n")
 
-    def where_fn(where: Any) -> str:
-        return f"{path}:{where.line + shift}"
+    def records() -> Iterator[WireRecord]:
+        for rec in read_wire_records(piece, reader_origin):
+            yield (*rec[:5], path, rec[6] + shift)  # type: ignore[misc]
 
+    problems: list[str] = []
     try:
-        groups, problems = _compact(
-            read_zone_file(piece, reader_origin), zone_origin, canon_all, skip_ns, where_fn
-        )
+        groups = list(_compact(records(), zone_origin, canon_all, skip_ns, problems))
     finally:
         os.unlink(piece)
     fixed = []
@@ -659,20 +763,14 @@ def read_zone(
     size = os.path.getsize(path)
     n = (os.cpu_count() or 1) if workers is None else workers
     if pool is None and (n <= 1 or size < 2 * _CHUNK_BYTES):
-        return ZoneData.from_records(
-            read_zone_file(path, origin), origin, canon_all=canon_all,
-            skip_delegation_ns=skip_delegation_ns,
-        )
+        return _read_whole(path, origin, canon_all, skip_delegation_ns, progress)
     with (
         open(path, "rb") as f,
         contextlib.closing(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) as mm,
     ):
         sequential = bool(_INCLUDE_RE.search(mm) or _BARE_CR_RE.search(mm))
     if sequential:
-        return ZoneData.from_records(
-            read_zone_file(path, origin), origin, canon_all=canon_all,
-            skip_delegation_ns=skip_delegation_ns,
-        )
+        return _read_whole(path, origin, canon_all, skip_delegation_ns, progress)
     with contextlib.ExitStack() as stack:
         if pool is None:
             pool = stack.enter_context(worker_pool(n))
@@ -706,6 +804,35 @@ def read_zone(
     return zone
 
 
+def _read_whole(path: str, origin: dns.name.Name, canon_all: bool, skip_ns: bool,
+                progress: Progress | None) -> ZoneData:
+    """Read the file in this process (progress by line)."""
+    zone = ZoneData(origin)
+    problems: list[str] = []
+    add = zone.add
+    records: Iterable[WireRecord] = read_wire_records(path, origin)
+    if progress is not None:
+        records = _line_progress(records, path, progress)
+    with _gc_paused():
+        for group in _compact(records, origin, canon_all, skip_ns, problems):
+            add(group)
+    if problems:
+        raise ZoneSyntaxError(problems)
+    _NAME_TEXT.clear()
+    return zone
+
+
+def _line_progress(records: Iterable[WireRecord], path: str, progress: Progress
+                   ) -> Iterator[WireRecord]:
+    with open(path, "rb") as f:
+        lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    for n, rec in enumerate(records):
+        if not n & 0xFFFF:
+            progress("reading", rec[6], lines)
+        yield rec
+    progress("reading", lines, lines)
+
+
 def _merge_piece(
     zone: ZoneData,
     problems: list[str],
@@ -728,122 +855,8 @@ def _merge_piece(
 # ---------------------------------------------------------------------------
 
 
-_ADDRESS_TOKEN = re.compile(r"[0-9A-Fa-f:.]+")
-_DS_TEXT = re.compile(r"(\d{1,5}) (\d{1,3}) (\d{1,3}) ([0-9A-Fa-f ]+)")
-_PLAIN_NAME = re.compile(r"[!-\-/-\[\]-~]+(?:\.[!-\-/-\[\]-~]+)*\.?")  # ASCII, no escapes
-
-
-def _install_parse_shortcuts(limit: int = 50_000) -> None:
-    """Worker processes only: make the zone reader's calls into dnspython cheaper.
-
-    Parsing RDATA and names is most of the reader's time, and a TLD zone is millions
-    of near-identical lines. In the signer's own worker processes (never in the
-    parent, never for anyone else) these dnspython functions are wrapped:
-
-    * ``dns.rdata.from_text`` for NS: memoized. A TLD's delegations name the same few
-      thousand name servers again and again; RDATA objects are immutable, so handing
-      back the object parsed earlier from the same text and origin is the same as
-      parsing it again.
-    * ``dns.rdata.from_text`` for A, AAAA and DS whose text is exactly what the
-      tokenizer would hand to the constructor (one bare address; "tag alg type hex"):
-      the constructor is called directly.
-    * ``dns.name.from_text`` for plain ASCII names (no escapes, no ``@``, no empty
-      label): split on dots and built directly, as dnspython's loop would.
-    * ``dns.rdatatype.from_text`` and ``dns.ttl.from_text``: memoized (pure functions
-      of a short text).
-
-    Anything else, and any error, goes through dnspython's own function, so errors
-    are dnspython's. Tests check that reading in workers gives exactly what the
-    reader gives in the parent.
-    """
-    original = dns.rdata.from_text
-    if getattr(original, "_nameserver_shortcut", False):
-        return
-    cache: dict[tuple[Any, ...], Any] = {}
-    address_class = {A: dns.rdtypes.IN.A.A, AAAA: dns.rdtypes.IN.AAAA.AAAA}
-    address_match = _ADDRESS_TOKEN.fullmatch
-    ds_match = _DS_TEXT.fullmatch
-    ds_class = dns.rdtypes.ANY.DS.DS
-    make_type = dns.rdatatype.RdataType.make
-    rdclass_in = dns.rdataclass.IN
-
-    def rdata_from_text(rdclass: Any, rdtype: Any, tok: Any, origin: Any = None,
-                        relativize: bool = True, relativize_to: Any = None,
-                        idna_codec: Any = None) -> Any:
-        if isinstance(tok, str) and idna_codec is None and rdclass == _IN:
-            if rdtype == NS:
-                memo_key = (tok, origin.labels if origin is not None else None, relativize,
-                            relativize_to.labels if relativize_to is not None else None)
-                rdata = cache.get(memo_key)
-                if rdata is None:
-                    rdata = original(rdclass, rdtype, tok, origin, relativize, relativize_to)
-                    if len(cache) < limit:
-                        cache[memo_key] = rdata
-                        _MEMO_INFO[id(rdata)] = [None, None]
-                return rdata
-            try:
-                cls = address_class.get(rdtype)
-                if cls is not None:
-                    if address_match(tok):
-                        return cls(rdclass_in, make_type(rdtype), tok)
-                elif rdtype == DS:
-                    m = ds_match(tok)
-                    if m is not None:
-                        digest = binascii.unhexlify(m.group(4).replace(" ", ""))
-                        return ds_class(rdclass_in, make_type(rdtype), int(m.group(1)),
-                                        int(m.group(2)), int(m.group(3)), digest)
-            except Exception:  # noqa: BLE001 - dnspython's own path raises the right error
-                pass
-        return original(rdclass, rdtype, tok, origin, relativize, relativize_to, idna_codec)
-
-    name_from_text = dns.name.from_text
-    plain = _PLAIN_NAME.fullmatch
-    name_class = dns.name.Name
-
-    def fast_name_from_text(text: Any, origin: Any = dns.name.root,
-                            idna_codec: Any = None) -> Any:
-        if isinstance(text, str) and plain(text) is not None and text != "@":
-            labels = text.encode("ascii").split(b".")
-            if labels[-1] != b"" and origin is not None:
-                labels.extend(origin.labels)
-            try:
-                return name_class(labels)
-            except Exception:  # noqa: BLE001
-                pass
-        return name_from_text(text, origin, idna_codec)
-
-    type_from_text = dns.rdatatype.from_text
-    types: dict[str, Any] = {}
-
-    def memo_type_from_text(text: str) -> Any:
-        value = types.get(text)
-        if value is None:
-            value = type_from_text(text)
-            if len(types) < 1000:
-                types[text] = value
-        return value
-
-    ttl_from_text = dns.ttl.from_text
-    ttls: dict[Any, int] = {}
-
-    def memo_ttl_from_text(text: Any) -> int:
-        value = ttls.get(text)
-        if value is None:
-            value = ttl_from_text(text)
-            if len(ttls) < 1000:
-                ttls[text] = value
-        return value
-
-    rdata_from_text._nameserver_shortcut = True  # type: ignore[attr-defined]
-    dns.rdata.from_text = rdata_from_text  # type: ignore[assignment]
-    dns.name.from_text = fast_name_from_text  # type: ignore[assignment]
-    dns.rdatatype.from_text = memo_type_from_text  # type: ignore[assignment]
-    dns.ttl.from_text = memo_ttl_from_text  # type: ignore[assignment]
-
-
 def _worker_init() -> None:
     gc.disable()  # short-lived tasks, no reference cycles; the parent's heap stays shared
-    _install_parse_shortcuts()
 
 
 @contextlib.contextmanager
