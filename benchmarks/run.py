@@ -166,6 +166,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _shown(path: Path) -> Path:
+    """A path as printed: relative to the repository when inside it (``--out`` may not be)."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def _supports_option(script: Path, option: str) -> bool:
     res = subprocess.run(
         [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False
@@ -190,10 +195,10 @@ def ensure_generated(
     if target.exists() and manifest.exists():
         with contextlib.suppress(ValueError, OSError):
             if json.loads(manifest.read_text()) == wanted:
-                print(f"reusing {target.relative_to(REPO)}")
+                print(f"reusing {_shown(target)}")
                 return target
     tmp = target.with_name(target.name + ".tmp")
-    print(f"generating {target.relative_to(REPO)} ...", flush=True)
+    print(f"generating {_shown(target)} ...", flush=True)
     t0 = time.monotonic()
     try:
         subprocess.run(
@@ -214,7 +219,7 @@ def sign_zone(zone: Path, out: Path) -> Path:
     signed file. Reused while newer than the zone; the keys are made once in ``out``."""
     signed = zone.with_name(zone.stem + ".signed.zone")
     if signed.exists() and signed.stat().st_mtime > zone.stat().st_mtime:
-        print(f"reusing {signed.relative_to(REPO)}")
+        print(f"reusing {_shown(signed)}")
         return signed
     keydir = out / "keys"
     keydir.mkdir(exist_ok=True)
@@ -227,7 +232,7 @@ def sign_zone(zone: Path, out: Path) -> Path:
     unsigned = out / (zone.stem + ".with-keys.zone")
     includes = "".join(f"$INCLUDE {k}\n" for k in sorted(keydir.glob("Kcoop.+*.key")))
     unsigned.write_text(zone.read_text() + includes)
-    print(f"signing {zone.relative_to(REPO)} with dnssec-signzone ...", flush=True)
+    print(f"signing {_shown(zone)} with dnssec-signzone ...", flush=True)
     t0 = time.monotonic()
     subprocess.run(
         ["dnssec-signzone", "-q", "-K", str(keydir), "-o", ORIGIN, "-3", "-", "-H", "0", "-A",
@@ -838,7 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             + "\n"
         )
-        print(f"\nwrote {md.relative_to(REPO) if md.is_relative_to(REPO) else md}")
+        print(f"\nwrote {_shown(md)}")
     if interrupted:
         return 130
     return 1 if failures else 0

@@ -71,6 +71,7 @@ COUNTERS = (
     "malformed_tcp",
     "errors_udp",
     "errors_tcp",
+    "udp_send_failures",
     "tcp_accepted",
     "tcp_refused",
     "tcp_evicted",
@@ -97,10 +98,12 @@ def worker_snapshot(engine: Any, udp: Iterable[Any], tcp: Iterable[Any]) -> dict
         label = f"{_QTYPE_LABELS.get(qtype[:2], 'other') if qtype else 'none'} "
         label += _RCODE_LABELS[rcode & 0x0F]
         responses[label] = responses.get(label, 0) + n
-    udp_errors = udp_truncated = 0
+    udp_errors = udp_truncated = udp_oversized = udp_send_failures = 0
     for u in udp:
         udp_errors += u.errors
         udp_truncated += u.truncated
+        udp_oversized += u.oversized
+        udp_send_failures += u.send_errors
     t = dict.fromkeys(
         (
             "queries_answered",
@@ -123,13 +126,14 @@ def worker_snapshot(engine: Any, udp: Iterable[Any], tcp: Iterable[Any]) -> dict
     # long to frame) counted as a TCP error; errors also count exceptions.
     handled_tcp = t["queries_answered"] + t["queries_dropped"]
     counters = {
-        "queries_udp": max(0, answered + dropped - handled_tcp) + udp_errors,
+        "queries_udp": max(0, answered + dropped - handled_tcp) + udp_errors + udp_oversized,
         "queries_tcp": handled_tcp + t["errors"],
         "truncated": udp_truncated,
-        "malformed_udp": max(0, dropped - t["queries_dropped"]),
+        "malformed_udp": max(0, dropped - t["queries_dropped"]) + udp_oversized,
         "malformed_tcp": t["queries_dropped"] + t["malformed"],
         "errors_udp": udp_errors,
         "errors_tcp": t["errors"],
+        "udp_send_failures": udp_send_failures,
         "tcp_accepted": t["connections_accepted"],
         "tcp_refused": t["connections_refused"],
         "tcp_evicted": t["connections_evicted"],
@@ -321,6 +325,12 @@ class Metrics:
             "counter",
             "Messages whose handling failed with an internal error (logged), by transport.",
             [({"transport": t}, counters[f"errors_{t}"]) for t in by_transport],
+        )
+        out.family(
+            "dns_udp_send_failures_total",
+            "counter",
+            "UDP answers the kernel refused to send (send buffer full, unreachable).",
+            [({}, counters["udp_send_failures"])],
         )
         out.family(
             "dns_tcp_connections_open",

@@ -20,8 +20,9 @@ import dns.message
 import pytest
 import uvloop
 
+from nameserver.server import mmsg
 from nameserver.server.tcp import start_tcp, stop_tcp, tcp_bound_port, tcp_stats
-from nameserver.server.udp import start_udp, udp_bound_port, udp_stats
+from nameserver.server.udp import UDPListener, start_udp, udp_bound_port, udp_stats
 
 TIMEOUT = 3.0
 ID_DROP = 0xFFFF
@@ -108,16 +109,18 @@ class Harness:
         self.thread.start()
         self.engine = EchoEngine()
         self.holder = SimpleNamespace(engine=self.engine)
-        self.udp: list[asyncio.DatagramTransport] = []
+        self.udp: list[UDPListener] = []
+        self.batched: bool | None = None  # the UDP path: None = the platform's default
         self.tcp: list[asyncio.Server] = []
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT)
 
     def start_udp(self, port: int = 0, **kw: Any) -> int:
-        transport = self.run(start_udp(self.holder, self.host, port, **kw))
-        self.udp.append(transport)
-        return udp_bound_port(transport)
+        kw.setdefault("batched", self.batched)
+        listener = self.run(start_udp(self.holder, self.host, port, **kw))
+        self.udp.append(listener)
+        return udp_bound_port(listener)
 
     def start_tcp(self, port: int = 0, **kw: Any) -> int:
         kw.setdefault("idle_timeout", 5.0)
@@ -143,8 +146,8 @@ class Harness:
 
     def close(self) -> None:
         async def shutdown() -> None:
-            for transport in self.udp:
-                transport.close()
+            for listener in self.udp:
+                listener.close()
             for server in self.tcp:
                 await stop_tcp(server)
 
@@ -168,6 +171,23 @@ def h(request: pytest.FixtureRequest, loop_kind: str) -> Iterator[Harness]:
         yield harness
     finally:
         harness.close()
+
+
+UDP_PATHS = [
+    pytest.param(
+        True,
+        id="batched",
+        marks=pytest.mark.skipif(not mmsg.available(), reason="no recvmmsg here"),
+    ),
+    pytest.param(False, id="datagram-protocol"),
+]
+
+
+@pytest.fixture(params=UDP_PATHS)
+def hu(request: pytest.FixtureRequest, h: Harness) -> Harness:
+    """The harness, with each UDP path in turn (batched recvmmsg, DatagramProtocol)."""
+    h.batched = request.param
+    return h
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -203,63 +223,110 @@ def assert_open(sock: socket.socket, qid: int, extra_flags: int = 0) -> None:
 # -- UDP ----------------------------------------------------------------------
 
 
-def test_udp_answer(h: Harness) -> None:
-    port = h.start_udp()
+def test_udp_answer(hu: Harness) -> None:
+    port = hu.start_udp()
     assert port != 0
-    with h.udp_client() as c:
+    with hu.udp_client() as c:
         q = query(1)
-        c.sendto(q, (h.host, port))
+        c.sendto(q, (hu.host, port))
         data, _ = c.recvfrom(65535)
     assert data == answer(q)
-    assert h.engine.calls == [(1, False)]
+    assert hu.engine.calls == [(1, False)]
 
 
-def test_udp_drop_on_none(h: Harness) -> None:
-    port = h.start_udp()
-    with h.udp_client() as c:
-        c.sendto(query(ID_DROP), (h.host, port))
+def test_udp_drop_on_none(hu: Harness) -> None:
+    port = hu.start_udp()
+    with hu.udp_client() as c:
+        c.sendto(query(ID_DROP), (hu.host, port))
         q = query(2)
-        c.sendto(q, (h.host, port))
+        c.sendto(q, (hu.host, port))
         data, _ = c.recvfrom(65535)  # the first datagram back is the answer to q
     assert data == answer(q)
-    assert h.engine.calls == [(ID_DROP, False), (2, False)]
+    assert hu.engine.calls == [(ID_DROP, False), (2, False)]
 
 
-def test_udp_exception_keeps_listener(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    port = h.start_udp()
-    with h.udp_client() as c:
-        c.sendto(query(ID_RAISE), (h.host, port))
+def test_udp_exception_keeps_listener(hu: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    port = hu.start_udp()
+    with hu.udp_client() as c:
+        c.sendto(query(ID_RAISE), (hu.host, port))
         q = query(3)
-        c.sendto(q, (h.host, port))
+        c.sendto(q, (hu.host, port))
         data, _ = c.recvfrom(65535)
     assert data == answer(q)
-    assert udp_stats(h.udp[0]).errors == 1
+    assert udp_stats(hu.udp[0]).errors == 1
     errors = [r for r in caplog.records if r.name == "nameserver.server" and r.exc_info]
     assert len(errors) == 1
     assert isinstance(errors[0].exc_info[1], RuntimeError)  # type: ignore[index]
 
 
-def test_udp_holder_swap(h: Harness) -> None:
-    port = h.start_udp()
-    with h.udp_client() as c:
+def test_udp_holder_swap(hu: Harness) -> None:
+    port = hu.start_udp()
+    with hu.udp_client() as c:
         q = query(4)
-        c.sendto(q, (h.host, port))
+        c.sendto(q, (hu.host, port))
         assert c.recvfrom(65535)[0] == answer(q)
-        h.holder.engine = EchoEngine(extra_flags=0x04)
-        c.sendto(q, (h.host, port))
+        hu.holder.engine = EchoEngine(extra_flags=0x04)
+        c.sendto(q, (hu.host, port))
         assert c.recvfrom(65535)[0] == answer(q, 0x04)
 
 
-def test_udp_socket_options(h: Harness) -> None:
-    port = h.start_udp(rcvbuf=65536)
-    sock = h.udp[0].get_extra_info("socket")
+def test_udp_burst_answers_every_query_to_its_sender(hu: Harness) -> None:
+    """More datagrams than one batch, from two clients, with drops and an engine error
+    in the middle of batches: every other query is answered, to the client that sent it."""
+    port = hu.start_udp()
+    ids = list(range(1, 300))
+    silent = {7, 64, 65, 130, 299}  # dropped by the engine (one at each batch edge)
+    with hu.udp_client() as a, hu.udp_client() as b:
+        sent: dict[int, bytes] = {}
+        for qid in ids:
+            wire_id = ID_DROP if qid in silent else qid
+            q = query(wire_id, f"q{qid}.coop.")
+            sent[qid] = q
+            (a if qid % 2 else b).sendto(q, (hu.host, port))
+        a.sendto(query(ID_RAISE), (hu.host, port))
+        got: dict[socket.socket, list[bytes]] = {a: [], b: []}
+        for c in (a, b):
+            expected = sum(1 for qid in ids if (qid % 2 == (c is a)) and qid not in silent)
+            while len(got[c]) < expected:
+                got[c].append(c.recvfrom(65535)[0])
+    for c, parity in ((a, 1), (b, 0)):
+        want = {answer(sent[qid]) for qid in ids if qid % 2 == parity and qid not in silent}
+        assert set(got[c]) == want
+    wait_for(lambda: udp_stats(hu.udp[0]).errors == 1)
+
+
+def test_udp_oversized_query_dropped(hu: Harness) -> None:
+    port = hu.start_udp()
+    with hu.udp_client() as c:
+        c.sendto(query(8) + b"\0" * 5000, (hu.host, port))  # larger than any UDP query slot
+        q = query(9)
+        c.sendto(q, (hu.host, port))
+        assert c.recvfrom(65535)[0] in (answer(q), answer(query(8) + b"\0" * 5000))
+        if hu.batched:  # the batched path drops it before the engine sees it
+            assert [qid for qid, _ in hu.engine.calls] == [9]
+            assert udp_stats(hu.udp[0]).oversized == 1
+
+
+def test_udp_counts_truncated(hu: Harness) -> None:
+    port = hu.start_udp()
+    hu.holder.engine = EchoEngine(extra_flags=0x02)  # TC
+    with hu.udp_client() as c:
+        for qid in (10, 11, 12):
+            c.sendto(query(qid), (hu.host, port))
+            c.recvfrom(65535)
+    assert udp_stats(hu.udp[0]).truncated == 3
+
+
+def test_udp_socket_options(hu: Harness) -> None:
+    port = hu.start_udp(rcvbuf=65536)
+    sock = hu.udp[0].sock
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 65536
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 65536
-    if ":" in h.host:
+    if ":" in hu.host:
         assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
-    assert port == udp_bound_port(h.udp[0])
+    assert port == udp_bound_port(hu.udp[0])
     with pytest.raises(OSError):  # a second server on the same UDP port fails loudly
-        h.start_udp(port)
+        hu.start_udp(port)
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")

@@ -1,6 +1,8 @@
-"""DNS over UDP: a thin asyncio transport in front of the sans-IO engine.
+"""DNS over UDP: a thin layer between a socket and the sans-IO engine.
 
-The engine is looked up through ``holder.engine`` for every datagram so that a
+On Linux datagrams move in batches (:mod:`nameserver.server.mmsg`, recvmmsg and
+sendmmsg); elsewhere, or when asked, through an asyncio DatagramProtocol. Both look
+the engine up through ``holder.engine`` (per batch, or per datagram) so that a
 reload can swap it atomically (a single attribute assignment).
 """
 
@@ -13,6 +15,8 @@ import os
 import socket
 import sys
 from typing import Any, Protocol
+
+from nameserver.server import mmsg
 
 logger = logging.getLogger("nameserver.server")
 
@@ -34,11 +38,13 @@ class EngineHolder(Protocol):
 class UDPStats:
     """Counters for one UDP listener (plain ints, no locking)."""
 
-    __slots__ = ("errors", "truncated")
+    __slots__ = ("errors", "truncated", "send_errors", "oversized")
 
     def __init__(self) -> None:
         self.errors = 0
         self.truncated = 0  # responses sent with TC set
+        self.send_errors = 0  # answers the kernel would not send (batched path)
+        self.oversized = 0  # datagrams too large for a query slot, dropped (batched path)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -133,6 +139,20 @@ class _DNSDatagramProtocol(asyncio.DatagramProtocol):
         logger.debug("UDP socket error: %s", exc)
 
 
+class UDPListener:
+    """A UDP socket being answered; :meth:`close` stops answering and closes it."""
+
+    def __init__(self, sock: socket.socket, stats: UDPStats, stop: Any, batched: bool) -> None:
+        self.sock = sock
+        self.stats = stats
+        self.batched = batched
+        self._stop = stop
+
+    def close(self) -> None:
+        """Stop reading and close this process's copy of the socket."""
+        self._stop()
+
+
 async def start_udp(
     holder: EngineHolder,
     host: str,
@@ -142,31 +162,46 @@ async def start_udp(
     reuse_port: bool = False,
     stats: UDPStats | None = None,
     sock: socket.socket | None = None,
-) -> asyncio.DatagramTransport:
+    batched: bool | None = None,
+) -> UDPListener:
     """Start answering DNS over UDP on ``host``:``port`` (``port`` 0 picks a free one).
 
-    ``rcvbuf`` sizes both SO_RCVBUF and SO_SNDBUF. Counters go to ``stats``
-    (reachable later as ``transport.get_protocol().stats``).
+    ``rcvbuf`` sizes both SO_RCVBUF and SO_SNDBUF. ``batched`` None means batched
+    wherever the platform has recvmmsg. Counters go to ``stats``.
     """
     loop = asyncio.get_running_loop()
     if sock is None:  # else: a bound socket handed over, e.g. inherited from the supervisor
         sock = create_bound_socket(
             host, port, socket.SOCK_DGRAM, reuse_port=reuse_port, bufsize=rcvbuf
         )
-    proto = _DNSDatagramProtocol(holder, stats if stats is not None else UDPStats())
+    stats = stats if stats is not None else UDPStats()
+    if batched is None:
+        batched = mmsg.available()
     try:
+        if batched:
+            sock.setblocking(False)
+            reader = mmsg.BatchedUDPReader(sock, lambda: holder.engine, stats)
+            fd = sock.fileno()
+            loop.add_reader(fd, reader.drain)
+
+            def stop() -> None:
+                loop.remove_reader(fd)
+                sock.close()
+
+            return UDPListener(sock, stats, stop, True)
+        proto = _DNSDatagramProtocol(holder, stats)
         transport, _ = await loop.create_datagram_endpoint(lambda: proto, sock=sock)
     except BaseException:
         sock.close()
         raise
-    return transport
+    return UDPListener(sock, stats, transport.close, False)
 
 
-def udp_bound_port(transport: asyncio.DatagramTransport) -> int:
-    """Return the local port a transport from :func:`start_udp` is bound to."""
-    return int(transport.get_extra_info("sockname")[1])
+def udp_bound_port(listener: UDPListener) -> int:
+    """Return the local port a listener from :func:`start_udp` is bound to."""
+    return int(listener.sock.getsockname()[1])
 
 
-def udp_stats(transport: asyncio.DatagramTransport) -> UDPStats:
-    """Return the counters of a transport from :func:`start_udp`."""
-    return transport.get_protocol().stats  # type: ignore[attr-defined, no-any-return]
+def udp_stats(listener: UDPListener) -> UDPStats:
+    """Return the counters of a listener from :func:`start_udp`."""
+    return listener.stats

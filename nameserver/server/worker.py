@@ -41,7 +41,7 @@ FINAL_REPORT_SECONDS = 1.0  # how long the last report may wait for room in its 
 
 @dataclass
 class EngineHolder:
-    """The one reference the transports read per message."""
+    """The one reference the transports read per message (UDP: per batch)."""
 
     engine: Engine | QueryLoggingEngine
 
@@ -183,8 +183,8 @@ async def _serve(
     os.write(ready_fd, b"R")
     os.close(ready_fd)
     await stop.wait()
-    for transport in udp:
-        transport.close()  # this process's copy of the socket only
+    for listener in udp:
+        listener.close()  # this process's copy of the socket only
     for server in tcp:
         server.close()
     await asyncio.sleep(0)
