@@ -20,7 +20,7 @@ import dns.rdatatype as T
 import dns.zone
 import pytest
 
-from nameserver.dnssec import commands
+from nameserver.dnssec import commands, zonedata, zoneread
 from nameserver.dnssec import signer as signer_module
 from nameserver.dnssec.keys import SigningKey, generate_key, write_key
 from nameserver.dnssec.nsec3 import b32hex, key_of, key_to_wire, nsec3_hash
@@ -503,7 +503,7 @@ def test_parallel_reading_matches_the_reader(
 ) -> None:
     path = tmp_path / "tricky.zone"
     path.write_text(_tricky(300))
-    monkeypatch.setattr(signer_module, "_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(zoneread, "_CHUNK_BYTES", chunk)
     sequential = ZoneData.from_records(read_zone_file(path, ORIGIN), ORIGIN, canon_all=False)
     parallel = read_zone(path, ORIGIN, workers=2)
     assert _zone_state(parallel) == _zone_state(sequential)
@@ -525,7 +525,7 @@ def test_parallel_reading_matches_the_reader(
 def test_include_and_crlf_files_are_read_in_one_piece(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(signer_module, "_CHUNK_BYTES", 200)
+    monkeypatch.setattr(zoneread, "_CHUNK_BYTES", 200)
     (tmp_path / "inc.zone").write_text("inc A 192.0.2.7\n")
     path = tmp_path / "main.zone"
     path.write_text(_tricky(40) + "$INCLUDE inc.zone\n")
@@ -711,7 +711,7 @@ def test_rdata_forms_match_dnspython(tmp_path: Path) -> None:
     records = list(read_zone_file(path, ORIGIN))
     assert len(records) == ODD_RDATA.count("\n") - 2
     for rec in records:
-        got = signer_module._rdata_forms(rec.rdtype, _rdata_parts(rec.rdata))
+        got = zonedata._rdata_forms(rec.rdtype, _rdata_parts(rec.rdata))
         assert got == (rec.rdata.to_text(), rec.rdata.to_digestable()), rec
     # read_zone (the fast reader) and reader records give the same zone data.
     expected = ZoneData.from_records(read_zone_file(path, ORIGIN), ORIGIN, canon_all=True)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -39,10 +40,10 @@ from nameserver.dnssec.signer import (
     SignStats,
     read_zone,
     sign_zone,
-    tty_progress,
     worker_pool,
     write_zone,
 )
+from nameserver.dnssec.zonedata import Progress
 from nameserver.zone.reader import ZoneSyntaxError, guess_origin
 
 COMMANDS = ("keygen", "sign")
@@ -249,6 +250,26 @@ def _sign(args: argparse.Namespace) -> int:
     print(f"signed {origin} with {used}: {stats}; wrote {count} records to {output} "
           f"in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def tty_progress(stream: Any = None) -> Progress | None:
+    """A progress callback that redraws one line on *stream* (stderr) if it is a TTY."""
+    stream = sys.stderr if stream is None else stream
+    if not stream.isatty():
+        return None
+    last = [0.0, ""]
+
+    def report(phase: str, done: int, total: int) -> None:
+        t = time.monotonic()
+        if phase == last[1] and done < total and t - last[0] < 0.2:
+            return
+        last[0], last[1] = t, phase
+        pct = 100.0 * done / total if total else 100.0
+        end = "\n" if done >= total else ""
+        stream.write(f"\r{phase}: {done}/{total} ({pct:.0f}%)\033[K{end}")
+        stream.flush()
+
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
