@@ -19,6 +19,8 @@ import dns.exception
 import dns.name
 import yaml
 
+from nameserver.engine.core import DEFAULT_CACHE_ENTRIES
+
 __all__ = [
     "default_control_socket",
     "DEFAULT_METRICS_PORT",
@@ -102,6 +104,7 @@ class Config:
     identity: Identity
     tcp: TcpLimits
     udp_payload_size: int = 1232  # 512..4096
+    answer_cache_entries: int = DEFAULT_CACHE_ENTRIES  # per answer cache, see the engine
     log_level: str = "info"  # debug|info|warning|error
     workers: int = 1  # query-serving processes (SO_REUSEPORT), 1..MAX_WORKERS
     control_socket: Path | None = None  # None: default_control_socket()
@@ -374,9 +377,10 @@ def _user(key: str, value: Any) -> str:
 
 
 _TOP_KEYS = (
-    "listen", "zones", "identity", "tcp", "udp_payload_size", "log_level", "workers",
-    "control_socket", "metrics", "query_log", "user", "watch",
+    "listen", "zones", "identity", "tcp", "udp_payload_size", "answer_cache_entries",
+    "log_level", "workers", "control_socket", "metrics", "query_log", "user", "watch",
 )
+CACHE_ENTRIES_MIN, CACHE_ENTRIES_MAX = 1_000, 10_000_000
 MAX_WORKERS = 256
 
 
@@ -404,6 +408,14 @@ def _build(data: Any, base: Path, source: Path | None) -> Config:
     udp = defaults.udp_payload_size
     if get("udp_payload_size") is not None:
         udp = _int("udp_payload_size", get("udp_payload_size"), UDP_PAYLOAD_MIN, UDP_PAYLOAD_MAX)
+    cache_entries = defaults.answer_cache_entries
+    if get("answer_cache_entries") is not None:
+        cache_entries = _int(
+            "answer_cache_entries",
+            get("answer_cache_entries"),
+            CACHE_ENTRIES_MIN,
+            CACHE_ENTRIES_MAX,
+        )
     log_level = defaults.log_level
     if get("log_level") is not None:
         log_level = _log_level("log_level", get("log_level"))
@@ -425,6 +437,7 @@ def _build(data: Any, base: Path, source: Path | None) -> Config:
         identity=identity,
         tcp=tcp,
         udp_payload_size=udp,
+        answer_cache_entries=cache_entries,
         log_level=log_level,
         workers=workers,
         control_socket=control_socket,

@@ -47,6 +47,7 @@ tcp:
   idle_timeout: 2.5
   max_queries_per_connection: 100
 udp_payload_size: 4096
+answer_cache_entries: 50000
 log_level: DEBUG
 """
 
@@ -85,6 +86,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert cfg.tcp == TcpLimits(50, 2.5, 100)
     assert isinstance(cfg.tcp.idle_timeout, float)
     assert cfg.udp_payload_size == 4096
+    assert cfg.answer_cache_entries == 50000
     assert cfg.log_level == "debug"
     assert cfg.source == path.resolve()
 
@@ -268,6 +270,8 @@ def test_metrics_listen(tmp_path: Path, text: str, expected: MetricsConfig | Non
         ("user: 'no body'\n", "user", "is not a user name"),
         ("udp_payload_size: 4097\n", "udp_payload_size", "512..4096"),
         ("udp_payload_size: big\n", "udp_payload_size", "expected an integer"),
+        ("answer_cache_entries: 999\n", "answer_cache_entries", "1000..10000000"),
+        ("answer_cache_entries: 1e9\n", "answer_cache_entries", "expected an integer"),
         ("log_level: verbose\n", "log_level", "debug, info, warning, error"),
         ("log_level: 3\n", "log_level", "expected a string"),
     ],

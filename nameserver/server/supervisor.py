@@ -226,6 +226,7 @@ class Supervisor:
             [lz.zone for lz in self.zones.values()],
             identity=cfg.identity,
             udp_payload=cfg.udp_payload_size,
+            cache_entries=cfg.answer_cache_entries,
         )
 
     def _open_sockets(self) -> None:
