@@ -109,6 +109,9 @@ def free_port(address: str = "127.0.0.1", attempts: int = 50) -> int:
             udp.bind((address, 0))
             port = udp.getsockname()[1]
             with socket.socket(fam, socket.SOCK_STREAM) as tcp:
+                # As every server sets it: connections in TIME-WAIT (thousands after a
+                # TCP benchmark) do not keep a listener off the port.
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     tcp.bind((address, port))
                 except OSError:
