@@ -98,25 +98,36 @@ def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def free_port(address: str = "127.0.0.1", attempts: int = 50) -> int:
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to clients (Linux), else a common default."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(address: str = "127.0.0.1", attempts: int = 200) -> int:
     """Return a port that is currently free for both UDP and TCP on ``address``.
 
+    The port is drawn below the kernel's ephemeral range: a TCP benchmark leaves
+    thousands of client ports there in TIME-WAIT, and those cannot be listened on.
     There is an unavoidable race between this check and the server binding the port.
     """
     fam = _family(address)
+    high = max(_ephemeral_low(), 12000)
     for _ in range(attempts):
-        with socket.socket(fam, socket.SOCK_DGRAM) as udp:
-            udp.bind((address, 0))
-            port = udp.getsockname()[1]
-            with socket.socket(fam, socket.SOCK_STREAM) as tcp:
-                # As every server sets it: connections in TIME-WAIT (thousands after a
-                # TCP benchmark) do not keep a listener off the port.
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    tcp.bind((address, port))
-                except OSError:
-                    continue
-                return int(port)
+        port = random.randrange(10000, high)
+        with socket.socket(fam, socket.SOCK_DGRAM) as udp, socket.socket(
+            fam, socket.SOCK_STREAM
+        ) as tcp:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+            try:
+                udp.bind((address, port))
+                tcp.bind((address, port))
+            except OSError:
+                continue
+            return port
     raise OSError(f"could not find a free UDP+TCP port on {address}")
 
 

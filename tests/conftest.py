@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -45,19 +46,33 @@ def _can_bind_ipv6() -> bool:
 HAVE_IPV6 = _can_bind_ipv6()
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(ipv6: bool = HAVE_IPV6) -> int:
-    """A port that is free right now for UDP and TCP on 127.0.0.1 (and ::1)."""
+    """A port that is free right now for UDP and TCP on 127.0.0.1 (and ::1).
+
+    Drawn below the kernel's ephemeral range: client ports in TIME-WAIT (thousands
+    after a TCP load test) cannot be listened on, even with SO_REUSEADDR.
+    """
     places = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if ipv6 else [])
-    for _ in range(100):
+    high = max(_ephemeral_low(), 12000)
+    for _ in range(200):
+        port = random.randrange(10000, high)
         socks: list[socket.socket] = []
         try:
-            port = 0
             for family, host in places:
                 for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
                     s = socket.socket(family, kind)
                     socks.append(s)
+                    if kind == socket.SOCK_STREAM:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind((host, port))
-                    port = s.getsockname()[1]
             return port
         except OSError:
             continue
