@@ -39,7 +39,7 @@ from nameserver.dnssec.signer import (
     SignError,
     SignStats,
     read_zone,
-    sign_zone,
+    sign_zone_iter,
     worker_pool,
     write_zone,
 )
@@ -47,6 +47,9 @@ from nameserver.dnssec.zonedata import Progress
 from nameserver.zone.reader import ZoneSyntaxError, guess_origin
 
 COMMANDS = ("keygen", "sign")
+# Zone files smaller than this are signed without worker processes (forking them costs
+# more than the few thousand signatures such a zone needs).
+_POOL_MIN_BYTES = 2 << 20
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -214,14 +217,15 @@ def _sign(args: argparse.Namespace) -> int:
     jitter = None if args.jitter is None else timedelta(hours=args.jitter)
     if jitter is not None and jitter > validity / 2:
         raise ValueError("--jitter cannot exceed half the validity")
-    # Fork the workers first, while this process is small.
-    with worker_pool(args.workers) as pool:
+    # Fork the workers first, while this process is small; a small zone is signed here.
+    big = os.path.getsize(args.zonefile) >= _POOL_MIN_BYTES
+    with worker_pool(args.workers if big else 1) as pool:
         zone = read_zone(args.zonefile, origin, workers=1, canon_all=args.zonemd,
                          progress=progress)
         previous = None
         if args.previous:
             previous = read_zone(args.previous, origin, workers=1, skip_delegation_ns=True)
-        signed = sign_zone(
+        signed = sign_zone_iter(
             zone,
             origin,
             keys,
@@ -241,11 +245,12 @@ def _sign(args: argparse.Namespace) -> int:
             stats=stats,
             standby=standby,
         )
-    del zone, previous
-    try:
-        count = write_zone(signed, output, progress=progress)
-    except OSError as e:
-        raise ValueError(f"cannot write {output}: {e.strerror or e}") from None
+        del zone, previous
+        # Written as the workers sign: the output streams out in canonical order.
+        try:
+            count = write_zone(signed, output)
+        except OSError as e:
+            raise ValueError(f"cannot write {output}: {e.strerror or e}") from None
     used = ", ".join(k.describe() for k in keys)
     print(f"signed {origin} with {used}: {stats}; wrote {count} records to {output} "
           f"in {time.monotonic() - started:.1f} s")

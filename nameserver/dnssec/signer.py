@@ -19,17 +19,18 @@ RRset is unchanged, the key still signs that RRset and they do not expire within
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import hashlib
 import heapq
+import itertools
 import logging
-import multiprocessing.pool
 import os
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.name
 
@@ -44,13 +45,7 @@ from nameserver.dnssec.nsec3 import (
     nsec3param_rdata,
     nsec_chain,
 )
-from nameserver.dnssec.workers import (
-    _labels,
-    _run,
-    _sign_batch,
-    _verify_batch,
-    worker_pool,
-)
+from nameserver.dnssec.workers import _labels, rrsig_text, sign_jobs, worker_pool
 from nameserver.dnssec.zonedata import (
     _IN,
     _RR_HEAD,
@@ -77,12 +72,13 @@ from nameserver.dnssec.zonedata import (
     _normalize,
     _output_order,
     _push,
-    _sigtime,
     _sorted_unique,
-    _type_text,
 )
 from nameserver.dnssec.zoneread import read_zone
 from nameserver.dnssec.zonewrite import write_zone
+
+if TYPE_CHECKING:
+    import multiprocessing.pool
 
 __all__ = [
     "RRset",
@@ -91,6 +87,7 @@ __all__ = [
     "ZoneData",
     "read_zone",
     "sign_zone",
+    "sign_zone_iter",
     "worker_pool",
     "write_zone",
 ]
@@ -140,22 +137,6 @@ def _seconds(value: timedelta | float | int) -> int:
     return int(value.total_seconds()) if isinstance(value, timedelta) else int(value)
 
 
-def _jitter(key: bytes, rdtype: int, spread: int) -> int:
-    if spread <= 0:
-        return 0
-    digest = hashlib.blake2b(key + rdtype.to_bytes(2, "big"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % (spread + 1)
-
-
-class _KeyInfo:
-    __slots__ = ("key", "pem", "wire_len")
-
-    def __init__(self, key: SigningKey, signer_len: int):
-        self.key = key
-        self.pem = private_key_pem(key)
-        self.wire_len = signer_len
-
-
 def _as_zone(
     records: Iterable[Any] | ZoneData | None, origin: dns.name.Name, canon_all: bool,
     skip_ns: bool = False,
@@ -183,6 +164,19 @@ def sign_zone(
     records: Iterable[Any] | ZoneData,
     origin: dns.name.Name | str,
     keys: Sequence[SigningKey],
+    **options: Any,
+) -> list[RRset]:
+    """Sign a zone; return its RRsets in canonical order (each followed by its RRSIGs).
+
+    The arguments are those of :func:`sign_zone_iter`; this collects its RRsets.
+    """
+    return list(sign_zone_iter(records, origin, keys, **options))
+
+
+def sign_zone_iter(
+    records: Iterable[Any] | ZoneData,
+    origin: dns.name.Name | str,
+    keys: Sequence[SigningKey],
     *,
     nsec3: bool = True,
     opt_out: bool = True,
@@ -201,8 +195,13 @@ def sign_zone(
     pool: multiprocessing.pool.Pool | None = None,
     stats: SignStats | None = None,
     standby: Sequence[SigningKey] = (),
-) -> list[RRset]:
-    """Sign a zone; return its RRsets in canonical order (each followed by its RRSIGs).
+) -> Iterator[RRset]:
+    """Sign a zone; yield its RRsets in canonical order (each followed by its RRSIGs)
+    as they are ready, so that writing them overlaps with the signing in workers.
+
+    The zone is checked, classified and given its NSEC3 or NSEC chain before this
+    returns (errors are raised here); signatures are made as the RRsets are consumed
+    (with ZONEMD, all of them before the first RRset comes).
 
     *records*: reader records (name, ttl, rdtype, rdata) or a :class:`ZoneData` (which
     is consumed: its RRsets are reused in the result). *keys*: the zone's keys; KSKs
@@ -219,8 +218,8 @@ def sign_zone(
 
     *workers*: processes for signing (default: CPU count; a *pool* from
     :func:`worker_pool` is used if given). *progress(phase, done, total)* is called as
-    work proceeds. DNSKEY TTL: *dnskey_ttl*, else that of the zone's DNSKEY RRset,
-    else 3600. *standby* keys are published in the DNSKEY RRset but sign nothing
+    signed RRsets are done. DNSKEY TTL: *dnskey_ttl*, else that of the zone's DNSKEY
+    RRset, else 3600. *standby* keys are published in the DNSKEY RRset but sign nothing
     (pre-publication and post-publication in a rollover).
     """
     started = time.monotonic()
@@ -241,10 +240,9 @@ def sign_zone(
     validity = expiration_s - inception_s
     spread = validity // 4 if jitter is None else _seconds(jitter)
     spread = max(0, min(spread, validity // 2, (expiration_s - now_s) // 2))
-    refresh_s = _seconds(refresh)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
 
-    with _gc_paused(), contextlib.ExitStack() as stack:
+    with _gc_paused():
         zone = _as_zone(records, origin, zonemd)
         prev = _as_zone(previous, origin, False, skip_ns=True)
         assert zone is not None
@@ -252,30 +250,16 @@ def sign_zone(
         signer.standby = list(standby)
         signer.prepare(dnskey_ttl, zonemd)
         signer.build_chain(nsec3, opt_out, salt, iterations)
-        plan = signer.plan(prev, now_s, refresh_s, expiration_s, spread)
-        if pool is None and n_workers > 1 and plan.job_count() >= _PARALLEL_MIN_JOBS:
-            pool = stack.enter_context(worker_pool(n_workers))
-        signer.execute(plan, pool, inception_s, progress)
-        del plan
-        if zonemd:
-            signer.add_zonemd(inception_s)
-        out = signer.ordered()
-    stats.seconds = time.monotonic() - started
-    log.info("signed %s: %s in %.1f s", origin, stats, stats.seconds)
-    return out
+        signer.set_validity(prev, now_s, _seconds(refresh), inception_s, expiration_s, spread)
+    return itertools.chain.from_iterable(signer.stream(pool, n_workers, progress, started))
 
 
-class _Plan:
-    """Signatures to verify and to make, and those kept as they are."""
-
-    def __init__(self) -> None:
-        # (rrset, key index, expiration)
-        self.sign: list[tuple[RRset, int, int]] = []
-        # (rrset, key index, expiration, old text, old canonical rrsig) -> verify first
-        self.verify: list[tuple[RRset, int, int, str, bytes]] = []
-
-    def job_count(self) -> int:
-        return len(self.sign) + len(self.verify)
+# Where the RRSIGs of an owner's RRsets gather, by type covered: (text, canonical wire
+# or None) as they come.
+_Sigs = dict[int, list[tuple[str, bytes | None]]]
+# A batch of signing jobs under way: (its result or AsyncResult, where each of its
+# RRSIGs goes, the output it completes in order, how many RRsets it signs).
+_Batch = tuple[Any, list[tuple[_Sigs, int]], list[Any], int]
 
 
 class _Signer:
@@ -288,7 +272,7 @@ class _Signer:
         self.apex = key_of(origin)
         self.signer_wire = key_to_wire(self.apex)
         self.keys = keys
-        self.info = [_KeyInfo(k, len(self.signer_wire)) for k in keys]
+        self.key_specs = tuple((private_key_pem(k), k.algorithm, k.key_tag) for k in keys)
         # Per algorithm (RFC 4035 §2.2: every algorithm signs every RRset): its KSKs sign
         # DNSKEY/CDS/CDNSKEY and its ZSKs the rest; a key of one kind alone does both.
         self.ksk_indexes: list[int] = []
@@ -301,10 +285,16 @@ class _Signer:
         self.standby: list[SigningKey] = []
         self.stats = stats
         self.keep_sig_canon = keep_sig_canon
+        self.zonemd = False
         self.old_sigs: dict[tuple[bytes, int], RRset] = {}
+        self.prev_sigs: dict[tuple[bytes, int], RRset] = {}
+        self.prev: ZoneData | None = None
         self.auth: list[bytes] = []
         self.cuts: list[bytes] = []
         self.secure: set[bytes] = set()
+        self.auth_rrsets = 0  # RRsets at authoritative names (the ZONEMD aside)
+        self.to_sign = 0  # RRsets to sign
+        self.done = 0
         self.chain_keys: list[bytes] = []
         self.chain: dict[bytes, RRset] = {}  # NSEC3 owners (kept out of the big dict)
         self.nsec3 = True
@@ -316,6 +306,7 @@ class _Signer:
 
     def prepare(self, dnskey_ttl: int | None, zonemd: bool) -> None:
         nodes, apex = self.nodes, self.apex
+        self.zonemd = zonemd
         apex_node = _node(nodes.get(apex))
         soa = next((rs for rs in apex_node if rs.rdtype == SOA), None)
         if soa is None:
@@ -341,7 +332,6 @@ class _Signer:
                     kept.append(rs)
             _link(nodes, key, kept)
         self.zone.special.clear()
-        self.zone._intern.clear()  # merging is over; the strings stay where they are used
         self.zone._intern_sets.clear()
         apex_node = _node(nodes.get(apex))
 
@@ -373,19 +363,21 @@ class _Signer:
         self.sorted_keys = sorted(nodes)
         cut: bytes | None = None
         auth, cuts, secure = self.auth, self.cuts, self.secure
-        occluded = 0
+        occluded = auth_rrsets = 0
         for key in self.sorted_keys:
             if cut is not None and key.startswith(cut):
                 occluded += 1
                 continue
             cut = None
             has_ns = has_ds = False
+            count = 0
             rs: RRset | None = nodes[key]
             while rs is not None:
                 if rs.rdtype == NS:
                     has_ns = True
                 elif rs.rdtype == DS:
                     has_ds = True
+                count += 1
                 rs = rs.next
             if has_ns and key != apex:
                 cut = key
@@ -394,10 +386,12 @@ class _Signer:
                     secure.add(key)
             else:
                 auth.append(key)
+                auth_rrsets += count
         self.stats.names = len(self.sorted_keys)
         self.stats.delegations = len(cuts)
         self.stats.secure_delegations = len(secure)
         self.stats.occluded = occluded
+        self.auth_rrsets = auth_rrsets - (1 if zonemd else 0)
 
     # -- step 2: NSEC3 or NSEC chain -----------------------------------------------
 
@@ -444,6 +438,7 @@ class _Signer:
                 self.chain_keys.append(owner_key)
             self.chain_keys.sort()
             self.stats.chain = len(chain)
+            self.to_sign = self.auth_rrsets + 1 + len(secure) + len(chain)  # 1: NSEC3PARAM
         else:
             cut_set = set(self.cuts)
             entries = []
@@ -457,33 +452,14 @@ class _Signer:
             for key, text, wire in nsec_chain(entries):
                 _push(nodes, RRset(key, NSEC, 0, ttl, (text,), (wire,)))
             self.stats.chain = len(entries)
+            self.to_sign = self.auth_rrsets + len(secure) + len(entries)
 
     # -- step 3: which signatures to keep, verify or make ------------------------------
 
-    def _signing_keys(self, key: bytes, rdtype: int) -> list[int]:
-        if key == self.apex and rdtype in _KSK_TYPES:
-            return self.ksk_indexes
-        return self.zsk_indexes
-
-    def signed_rrsets(self) -> list[RRset]:
-        nodes = self.nodes
-        out = []
-        for key in self.auth:
-            out += [rs for rs in _node(nodes[key]) if rs.rdtype not in (ZONEMD, RRSIG)]
-        cuts = sorted(self.secure) if self.nsec3 else self.cuts
-        for key in cuts:
-            rs: RRset | None = nodes[key]
-            while rs is not None:
-                if rs.rdtype == DS or rs.rdtype == NSEC:
-                    out.append(rs)
-                rs = rs.next
-        out += [self.chain[key] for key in self.chain_keys]
-        return out
-
-    def plan(self, prev: ZoneData | None, now: int, refresh: int, expiration: int,
-             spread: int) -> _Plan:
-        """Decide, per RRset and signing key, to keep, verify-then-keep or make a
-        signature. Old signatures: those of *prev*, else the RRSIGs of the input."""
+    def set_validity(self, prev: ZoneData | None, now: int, refresh: int, inception: int,
+                     expiration: int, spread: int) -> None:
+        """The signatures' validity, and the old ones that may be kept: those of *prev*,
+        else the RRSIGs of the input (verified before they are kept)."""
         if prev is not None:
             self.prev_sigs = {(rs.key, rs.covers): rs for rs in prev.rrsets()
                               if rs.rdtype == RRSIG}
@@ -491,27 +467,33 @@ class _Signer:
             self.prev_sigs = self.old_sigs
         self.old_sigs = {}
         self.prev = prev
-        self.now, self.refresh, self.expiration, self.spread = now, refresh, expiration, spread
-        plan = _Plan()
-        for rs in self.signed_rrsets():
-            self._plan_rrset(plan, rs)
-        # Only the ZONEMD's old signatures may still be needed (it is signed last).
-        zonemd = self.prev_sigs.get((self.apex, ZONEMD))
-        self.prev_sigs = {} if zonemd is None else {(self.apex, ZONEMD): zonemd}
-        return plan
+        self.now, self.refresh, self.spread = now, refresh, spread
+        self.inception, self.expiration = inception, expiration
 
-    def _plan_rrset(self, plan: _Plan, rs: RRset) -> None:
-        _fill_canon(rs)
+    def _sign(self, rs: RRset, sigs: _Sigs, jobs: list[tuple[Any, ...]],
+              refs: list[tuple[_Sigs, int]]) -> None:
+        """Add the jobs that sign *rs* (one per signing key), or keep old signatures."""
+        canons = rs.canon
+        if canons is None:
+            canons = _fill_canon(rs)
+        key, rdtype = rs.key, rs.rdtype
+        if key == self.apex and rdtype in _KSK_TYPES:
+            indexes = self.ksk_indexes
+        else:
+            indexes = self.zsk_indexes
+        old = self.prev_sigs.get((key, rdtype)) if self.prev_sigs else None
+        if old is None:
+            for i in indexes:
+                jobs.append((i, key, rdtype, rs.ttl, canons, None))
+                refs.append((sigs, rdtype))
+            return
         keys, prev = self.keys, self.prev
-        exp = self.expiration - _jitter(rs.key, rs.rdtype, self.spread)
-        indexes = self._signing_keys(rs.key, rs.rdtype)
-        candidates: dict[int, tuple[str, bytes]] = {}
-        old = self.prev_sigs.get((rs.key, rs.rdtype)) if self.prev_sigs else None
-        if old is not None and (prev is None or _same_rrset(prev, rs)):
-            labels = _labels(rs.key)
+        candidates: dict[int, bytes] = {}
+        if prev is None or _same_rrset(prev, rs):
+            labels = _labels(key)
             signer_wire = self.signer_wire
             cut = 18 + len(signer_wire)
-            for text, c in zip(old.rdatas, _fill_canon(old), strict=True):
+            for c in _fill_canon(old):
                 _cov, alg, lab, ottl, sig_exp, sig_inc, tag = _RRSIG_HEAD.unpack_from(c)
                 if lab != labels or ottl != rs.ttl or c[18:cut] != signer_wire:
                     continue
@@ -519,116 +501,184 @@ class _Signer:
                     continue
                 for i in indexes:
                     if keys[i].algorithm == alg and keys[i].key_tag == tag:
-                        candidates.setdefault(i, (text, c))
+                        candidates.setdefault(i, c)
         for i in indexes:
             found = candidates.get(i)
-            if found is None:
-                plan.sign.append((rs, i, exp))
-            elif prev is None:
-                plan.verify.append((rs, i, exp, found[0], found[1]))
-            else:
-                self._attach(rs, self._kept_text(found[1]), found[1])
+            if found is not None and prev is not None:
+                text = rrsig_text(found, len(self.signer_wire), self.origin_text)
+                sigs.setdefault(rdtype, []).append(
+                    (text, found if self.keep_sig_canon else None))
                 self.stats.kept_signatures += 1
+                continue
+            # Without a previous zone, an old signature found in the input is verified
+            # (in the worker) before it is kept.
+            jobs.append((i, key, rdtype, rs.ttl, canons, found))
+            refs.append((sigs, rdtype))
 
-    def _kept_text(self, canon: bytes) -> str:
-        """An old RRSIG written the way new ones are (so unchanged zones stay identical)."""
-        cov, alg, labels, ttl, exp, inc, tag = _RRSIG_HEAD.unpack_from(canon)
-        sig = base64.b64encode(canon[18 + len(self.signer_wire) :]).decode("ascii")
-        return (f"{_type_text(cov)} {alg} {labels} {ttl} {_sigtime(exp)} {_sigtime(inc)} "
-                f"{tag} {self.origin_text} {sig}")
+    # -- step 4: sign in order, as the output is consumed ---------------------------
 
-    def _attach(self, rs: RRset, text: str, canon: bytes) -> None:
-        nodes = self.chain if rs.rdtype == NSEC3 else self.nodes
-        sig = nodes[rs.key]
-        while sig is not None and (sig.rdtype != RRSIG or sig.covers != rs.rdtype):
-            sig = sig.next
-        keep = self.keep_sig_canon
-        if sig is None:
-            sig = RRset(rs.key, RRSIG, rs.rdtype, rs.ttl, (text,), (canon,) if keep else None)
-            _push(nodes, sig)
-            return
-        sig.rdatas = (*sig.rdatas, text)
-        if keep:
-            sig.canon = (*(sig.canon or ()), canon)
+    def stream(self, pool: multiprocessing.pool.Pool | None, workers: int,
+               progress: Progress | None, started: float) -> Iterator[list[RRset]]:
+        """The signed zone's RRsets in canonical order, in lists (a generator)."""
+        with _gc_paused(), contextlib.ExitStack() as stack:
+            if pool is None and workers > 1 and self.to_sign >= _PARALLEL_MIN_JOBS:
+                pool = stack.enter_context(worker_pool(workers))
+            batches = self._signed(pool, workers, progress)
+            if self.zonemd:
+                out = list(itertools.chain.from_iterable(batches))
+                self._add_zonemd(out)
+                yield out
+            else:
+                yield from batches
+        stats = self.stats
+        stats.seconds = time.monotonic() - started
+        log.info("signed %s: %s in %.1f s", self.origin, stats, stats.seconds)
 
-    # -- step 4: run the jobs --------------------------------------------------------
+    def _signed(self, pool: multiprocessing.pool.Pool | None, workers: int,
+                progress: Progress | None) -> Iterator[list[RRset]]:
+        """Walk the names in canonical order, hand out signing jobs in batches (a few
+        batches ahead of the output) and yield, batch by batch, the owners' RRsets with
+        their RRSIGs as the batches come back."""
+        nodes, chain, apex = self.nodes, self.chain, self.apex
+        get = nodes.get
+        sign = self._sign
+        skip_zonemd = self.zonemd
+        window: collections.deque[_Batch] = collections.deque()
+        limit = 2 * workers + 1 if pool is not None else 0
+        jobs: list[tuple[Any, ...]] = []
+        refs: list[tuple[_Sigs, int]] = []
+        output: list[Any] = []
+        signed_here = 0
+        cut: bytes | None = None
+        for key in self._all_keys():
+            head = get(key)
+            if head is None:  # an NSEC3 record
+                rs = chain[key]
+                sigs: _Sigs = {}
+                sign(rs, sigs, jobs, refs)
+                output.append(([rs], sigs))
+                signed_here += 1
+            elif cut is not None and key.startswith(cut):
+                # Glue or occluded data below a zone cut: as it is.
+                output.append(head if head.next is None else (_sorted_node(head), None))
+                continue
+            elif head.next is None and head.rdtype == NS and key != apex:
+                cut = key  # an unsigned delegation (NS alone): nothing to sign
+                output.append(head)
+                continue
+            else:
+                cut = None
+                node = [head] if head.next is None else _sorted_node(head)
+                if key != apex and any(rs.rdtype == NS for rs in node):
+                    cut = key  # a delegation: only its DS (and NSEC) are signed
+                    signed = [rs for rs in node if rs.rdtype == DS or rs.rdtype == NSEC]
+                elif skip_zonemd and key == apex:
+                    signed = [rs for rs in node if rs.rdtype != ZONEMD]  # signed last
+                else:
+                    signed = node
+                if not signed:
+                    output.append((node, None))
+                    continue
+                sigs = {}
+                for rs in signed:
+                    sign(rs, sigs, jobs, refs)
+                output.append((node, sigs))
+                signed_here += len(signed)
+            if len(jobs) >= _BATCH:
+                window.append(self._submit(pool, jobs, refs, output, signed_here))
+                jobs, refs, output, signed_here = [], [], [], 0
+                while len(window) > limit:
+                    yield self._finish(window.popleft(), progress)
+        window.append(self._submit(pool, jobs, refs, output, signed_here))
+        while window:
+            yield self._finish(window.popleft(), progress)
 
-    def execute(self, plan: _Plan, pool: multiprocessing.pool.Pool | None, inception: int,
-                progress: Progress | None) -> None:
-        if plan.verify:
-            by_key: dict[int, list[tuple[RRset, int, int, str, bytes]]] = {}
-            for item in plan.verify:
-                by_key.setdefault(item[1], []).append(item)
-            for i, items in sorted(by_key.items()):
-                info = self.info[i]
-                batches = (
-                    (info.pem, info.key.algorithm, info.wire_len,
-                     [(rs.key, rs.rdtype, rs.ttl, c, rs.canon) for rs, _i, _e, _t, c
-                      in items[j : j + _BATCH]])
-                    for j in range(0, len(items), _BATCH)
-                )
-                results = [ok for batch in _run(pool, _verify_batch, batches) for ok in batch]
-                for (rs, idx, exp, _text, c), ok in zip(items, results, strict=True):
-                    if ok:
-                        self._attach(rs, self._kept_text(c), c)
-                        self.stats.kept_signatures += 1
-                    else:
-                        plan.sign.append((rs, idx, exp))
-        total = len(plan.sign)
-        by_key2: dict[int, list[tuple[RRset, int, int]]] = {}
-        for item in plan.sign:
-            by_key2.setdefault(item[1], []).append(item)
-        done = 0
-        signer_text = self.origin_text
-        for i, items in sorted(by_key2.items()):
-            info = self.info[i]
-            batches = (
-                (info.pem, info.key.algorithm, info.key.key_tag, self.signer_wire,
-                 signer_text, inception,
-                 [(rs.key, rs.rdtype, rs.ttl, exp, rs.canon) for rs, _i, exp
-                  in items[j : j + _BATCH]])
-                for j in range(0, len(items), _BATCH)
-            )
-            at = 0
-            for batch in _run(pool, _sign_batch, batches):
-                for text, canon in batch:
-                    self._attach(items[at][0], text, canon)
-                    at += 1
-                done += len(batch)
-                if progress is not None:
-                    progress("signing", done, total)
-        self.stats.new_signatures += total
+    def _submit(self, pool: multiprocessing.pool.Pool | None, jobs: list[tuple[Any, ...]],
+                refs: list[tuple[_Sigs, int]], output: list[Any], signed: int) -> _Batch:
+        if not jobs:
+            return ([], None, 0), refs, output, signed
+        batch = (self.key_specs, self.signer_wire, self.origin_text, self.inception,
+                 self.expiration, self.spread, self.keep_sig_canon, jobs)
+        if pool is None:
+            return sign_jobs(batch), refs, output, signed
+        return pool.apply_async(sign_jobs, (batch,)), refs, output, signed
+
+    def _finish(self, batch: _Batch, progress: Progress | None) -> list[RRset]:
+        """The batch's output in order, its RRSIGs in place."""
+        pending, refs, output, signed = batch
+        texts, canons, kept = pending if type(pending) is tuple else pending.get()
+        stats = self.stats
+        stats.kept_signatures += kept
+        stats.new_signatures += len(texts) - kept
+        if canons is None:
+            for (sigs, rdtype), text in zip(refs, texts, strict=True):
+                sigs.setdefault(rdtype, []).append((text, None))
+        else:
+            for (sigs, rdtype), text, canon in zip(refs, texts, canons, strict=True):
+                sigs.setdefault(rdtype, []).append((text, canon))
+        out: list[RRset] = []
+        append = out.append
+        for entry in output:
+            if type(entry) is RRset:
+                append(entry)
+                continue
+            node, sigs = entry
+            if not sigs:
+                out += node
+                continue
+            for rs in node:
+                append(rs)
+                found = sigs.get(rs.rdtype)
+                if found:
+                    append(self._rrsig(rs, found))
+        if signed:
+            self.done += signed
+            if progress is not None:
+                progress("signing", self.done, self.to_sign)
+        return out
+
+    def _rrsig(self, rs: RRset, found: list[tuple[str, bytes | None]]) -> RRset:
+        """The RRSIG RRset of *rs* (RDATA in canonical order where known, else by text)."""
+        texts = [text for text, _c in found]
+        canons = [c for _t, c in found] if self.keep_sig_canon else None
+        if len(texts) > 1:
+            texts, canons = _sorted_unique(texts, canons)  # type: ignore[assignment]
+        return RRset(rs.key, RRSIG, rs.rdtype, rs.ttl, texts, canons)
 
     # -- step 5: ZONEMD --------------------------------------------------------------
 
-    def add_zonemd(self, inception: int) -> None:
+    def _add_zonemd(self, out: list[RRset]) -> None:
         """RFC 8976 §3: the digest covers the signed zone except the apex ZONEMD RRset
         and its RRSIGs; then the ZONEMD RRset is signed."""
-        nodes, apex = self.nodes, self.apex
+        apex = self.apex
         digest = hashlib.sha384()
-        for key in self._all_keys():
+        at = 0
+        while at < len(out):
+            key = out[at].key
+            end = at + 1
+            while end < len(out) and out[end].key == key:
+                end += 1
             owner = key_to_wire(key)
-            rrsets = _node(self._head(key))
-            for rs in sorted(rrsets, key=lambda r: (r.rdtype, r.covers)):
+            for rs in sorted(out[at:end], key=lambda r: (r.rdtype, r.covers)):
                 if key == apex and ZONEMD in (rs.rdtype, rs.covers):
                     continue
-                _normalize(rs)
                 fixed = owner + _RR_HEAD.pack(rs.rdtype, _IN, rs.ttl)
                 for c in _fill_canon(rs):
                     digest.update(fixed + len(c).to_bytes(2, "big") + c)
+            at = end
         value = digest.digest()
-        rs = next(r for r in _node(nodes[apex]) if r.rdtype == ZONEMD)
+        where = next(i for i, r in enumerate(out) if r.key == apex and r.rdtype == ZONEMD)
+        rs = out[where]
         rs.rdatas = (f"{self.serial} 1 1 {value.hex().upper()}",)
         rs.canon = (struct.pack("!IBB", self.serial, 1, 1) + value,)
-        plan = _Plan()
-        self._plan_rrset(plan, rs)  # an unchanged zone keeps its ZONEMD signature too
-        self.execute(plan, None, inception, None)
+        sigs: _Sigs = {}
+        jobs: list[tuple[Any, ...]] = []
+        refs: list[tuple[_Sigs, int]] = []
+        self._sign(rs, sigs, jobs, refs)  # an unchanged zone keeps its ZONEMD signature too
+        self._finish(self._submit(None, jobs, refs, [], 0), None)
+        out.insert(where + 1, self._rrsig(rs, sigs[ZONEMD]))
 
-    # -- step 6: output order ----------------------------------------------------------
-
-    def _head(self, key: bytes) -> RRset:
-        head = self.nodes.get(key)
-        return self.chain[key] if head is None else head
+    # -- output order ----------------------------------------------------------------
 
     def _all_keys(self) -> list[bytes]:
         if self.chain_keys:
@@ -637,26 +687,11 @@ class _Signer:
             return self.all_keys
         return self.sorted_keys
 
-    def ordered(self) -> list[RRset]:
-        out: list[RRset] = []
-        append = out.append
-        nodes, chain = self.nodes, self.chain
-        get = nodes.get
-        for key in self._all_keys():
-            head = get(key)
-            if head is None:
-                head = chain[key]
-            if head.next is None:
-                append(head)
-                continue
-            node = _node(head)
-            node.sort(key=_output_order)
-            for rs in node:
-                if rs.rdtype == RRSIG:
-                    _normalize(rs)
-            _link(nodes if key in nodes else chain, key, node)
-            out += node
-        return out
+
+def _sorted_node(head: RRset) -> list[RRset]:
+    node = _node(head)
+    node.sort(key=_output_order)
+    return node
 
 
 def _same_rrset(prev: ZoneData, rs: RRset) -> bool:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import gc
-import multiprocessing
-import multiprocessing.pool
+import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +31,9 @@ from nameserver.dnssec.zonedata import (
     _sigtime,
     _type_text,
 )
+
+if TYPE_CHECKING:
+    import multiprocessing.pool
 
 __all__ = ["worker_pool"]
 
@@ -53,6 +55,8 @@ def worker_pool(workers: int | None = None) -> Iterator[multiprocessing.pool.Poo
     gc.collect()
     gc.freeze()  # what the parent holds now is never touched by the children's GC
     try:
+        import multiprocessing  # here: a zone signed in-process does without it
+
         pool = multiprocessing.get_context("fork").Pool(n, initializer=_worker_init)
     finally:
         gc.unfreeze()
@@ -127,42 +131,64 @@ def _signed_rrs(key: bytes, rdtype: int, ttl: int, canons: Sequence[bytes]) -> b
     return b"".join(prefix + len(c).to_bytes(2, "big") + c for c in canons)
 
 
-def _sign_batch(batch: tuple[Any, ...]) -> list[tuple[str, bytes]]:
-    """Worker: RRSIGs for jobs (key, type, ttl, expiration, canonical RDATA sorted)."""
-    pem, algorithm, tag, signer_wire, signer_text, inception, jobs = batch
-    sign = _signer(algorithm, _private_key(pem))
+def jitter(key: bytes, rdtype: int, spread: int) -> int:
+    """How much earlier than the others this RRset's signatures expire (0..spread):
+    deterministic, so that re-signing the same zone gives the same expirations."""
+    if spread <= 0:
+        return 0
+    digest = hashlib.blake2b(key + rdtype.to_bytes(2, "big"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (spread + 1)
+
+
+def rrsig_text(canon: bytes, signer_len: int, signer_text: str) -> str:
+    """An RRSIG's presentation text from its canonical wire (signature unbroken)."""
+    cov, alg, labels, ttl, exp, inc, tag = _RRSIG_HEAD.unpack_from(canon)
+    sig = base64.b64encode(canon[18 + signer_len :]).decode("ascii")
+    return (f"{_type_text(cov)} {alg} {labels} {ttl} {_sigtime(exp)} {_sigtime(inc)} "
+            f"{tag} {signer_text} {sig}")
+
+
+def sign_jobs(batch: tuple[Any, ...]) -> tuple[list[str], list[bytes] | None, int]:
+    """Worker: one RRSIG per job, in order.
+
+    *batch* is (keys, signer wire, signer text, inception, expiration, spread,
+    want_canon, jobs): keys a tuple of (PEM, algorithm, key tag) by key index, a job
+    (key index, owner key, type, TTL, canonical RDATA sorted, old RRSIG or None). A job
+    that brings an old RRSIG (canonical wire) gets it back if it still verifies over
+    the RRset, else a new one. Returns the RRSIG texts, their canonical wire (with
+    *want_canon*) and how many old ones were kept.
+    """
+    keys, signer_wire, signer_text, inception, expiration, spread, want_canon, jobs = batch
+    signers: dict[int, Callable[[bytes], bytes]] = {}
+    verifiers: dict[int, Callable[[bytes, bytes], bool]] = {}
     inception_text = _sigtime(inception)
+    cut = 18 + len(signer_wire)
     b64 = base64.b64encode
-    out = []
-    for key, rdtype, ttl, expiration, canons in jobs:
+    texts: list[str] = []
+    canons: list[bytes] | None = [] if want_canon else None
+    kept = 0
+    for index, key, rdtype, ttl, rdatas, old in jobs:
+        pem, algorithm, tag = keys[index]
+        if old is not None:
+            verify = verifiers.get(index)
+            if verify is None:
+                verify = verifiers[index] = _verifier(algorithm, _private_key(pem))
+            if verify(old[:cut] + _signed_rrs(key, rdtype, ttl, rdatas), old[cut:]):
+                texts.append(rrsig_text(old, len(signer_wire), signer_text))
+                if canons is not None:
+                    canons.append(old)
+                kept += 1
+                continue
+        sign = signers.get(index)
+        if sign is None:
+            sign = signers[index] = _signer(algorithm, _private_key(pem))
         labels = _labels(key)
-        head = _RRSIG_HEAD.pack(rdtype, algorithm, labels, ttl, expiration, inception, tag)
+        exp = expiration - jitter(key, rdtype, spread)
+        head = _RRSIG_HEAD.pack(rdtype, algorithm, labels, ttl, exp, inception, tag)
         head += signer_wire
-        sig = sign(head + _signed_rrs(key, rdtype, ttl, canons))
-        text = (
-            f"{_type_text(rdtype)} {algorithm} {labels} {ttl} {_sigtime(expiration)} "
-            f"{inception_text} {tag} {signer_text} {b64(sig).decode('ascii')}"
-        )
-        out.append((text, head + sig))
-    return out
-
-
-def _verify_batch(batch: tuple[Any, ...]) -> list[bool]:
-    """Worker: does each old RRSIG (canonical wire) verify over the current RRset?"""
-    pem, algorithm, signer_len, jobs = batch
-    verify = _verifier(algorithm, _private_key(pem))
-    cut = 18 + signer_len
-    return [
-        verify(rrsig[:cut] + _signed_rrs(key, rdtype, ttl, canons), rrsig[cut:])
-        for key, rdtype, ttl, rrsig, canons in jobs
-    ]
-
-
-def _run(
-    pool: multiprocessing.pool.Pool | None,
-    func: Callable[[Any], list[Any]],
-    batches: Iterable[Any],
-) -> Iterator[list[Any]]:
-    if pool is None:
-        return map(func, batches)
-    return pool.imap(func, batches)
+        sig = sign(head + _signed_rrs(key, rdtype, ttl, rdatas))
+        texts.append(f"{_type_text(rdtype)} {algorithm} {labels} {ttl} {_sigtime(exp)} "
+                     f"{inception_text} {tag} {signer_text} {b64(sig).decode('ascii')}")
+        if canons is not None:
+            canons.append(head + sig)
+    return texts, canons, kept

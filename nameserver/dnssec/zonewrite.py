@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from nameserver.dnssec.zonedata import (
 
 __all__ = ["write_zone"]
 
+# A label (of a key: no NUL) that dnspython prints as it is, without escapes.
+_PLAIN_LABEL = re.compile(rb"[!#%&'*+,\-/0-9:<=>?A-Z\[\]^_`a-z{|}~]+")
+
 
 def write_zone(
     records: Iterable[RRset] | Iterable[Any],
@@ -32,57 +36,88 @@ def write_zone(
 ) -> int:
     """Write a master file: one record per line, absolute names, tab-separated fields.
 
-    *records* is :func:`sign_zone`'s result (written in its order, which is canonical)
-    or any reader-style records (name, ttl, rdtype, rdata), which are sorted into
-    canonical order first. The file starts with ``$ORIGIN <apex>`` when the first name
-    holds the SOA (names stay absolute; it only tells tools the zone's name). The file
-    is replaced atomically. Returns the record count.
+    *records* are RRsets in canonical order, as :func:`sign_zone` returns them or
+    :func:`sign_zone_iter` yields them (written as they come), or any reader-style
+    records (name, ttl, rdtype, rdata), which are sorted into canonical order first.
+    The file starts with ``$ORIGIN <apex>`` when the first name holds the SOA (names
+    stay absolute; it only tells tools the zone's name). The file is replaced
+    atomically. Returns the record count. Progress is reported for a list only.
     """
     path = Path(path)
-    items = records if isinstance(records, list) else list(records)
-    if items and not isinstance(items[0], RRset):
-        zone = ZoneData.from_records(items, dns.name.root)
-        items = []
-        for key in sorted(zone.nodes):
-            node = sorted(zone.node(key), key=_output_order)
-            for rs in node:
-                _normalize(rs)
-            items.extend(node)
+    items: Iterator[Any] = iter(records)
+    first = next(items, None)
+    total = len(records) if isinstance(records, list) else 0
+    if first is not None and not isinstance(first, RRset):
+        ordered = _sorted_rrsets(itertools.chain((first,), items))
+        total = len(ordered)
+        items = iter(ordered)
+        first = next(items, None)
+    # The first owner's RRsets, to see whether it holds the SOA.
+    head = [] if first is None else [first]
+    for rs in items:
+        head.append(rs)
+        if rs.key != first.key:  # type: ignore[union-attr]
+            break
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     count = 0
-    total = len(items)
+    # Owners one label below the first name (a TLD's delegations, NSEC3 owners) are
+    # written without taking their key apart.
+    base = b"" if first is None else first.key
+    suffix = "." + key_to_text(base) if base else "."
+    plain = _PLAIN_LABEL.fullmatch
+    tails: dict[int, str] = {}  # "\tTTL\tIN\tTYPE\t" by TTL and type
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             buf: list[str] = []
-            if items:
-                first = items[0].key
-                head = itertools.takewhile(lambda r: r.key == first, items)
-                if any(r.rdtype == SOA for r in head):
-                    buf.append(f"$ORIGIN {key_to_text(first)}\n")
+            append = buf.append
+            if first is not None and any(r.key == first.key and r.rdtype == SOA for r in head):
+                append(f"$ORIGIN {key_to_text(first.key)}\n")
             last_key = None
             owner = ""
-            for n, rs in enumerate(items, 1):
-                if rs.key != last_key:
-                    last_key = rs.key
-                    owner = key_to_text(rs.key)
-                prefix = f"{owner}\t{rs.ttl}\tIN\t{_type_text(rs.rdtype)}\t"
+            n = 0
+            for n, rs in enumerate(itertools.chain(head, items), 1):
+                key = rs.key
+                if key != last_key:
+                    last_key = key
+                    label = key[len(base) : -1]
+                    if key.startswith(base) and plain(label) is not None:
+                        owner = label.decode("ascii") + suffix
+                    else:
+                        owner = key_to_text(key)
+                ttl, rdtype = rs.ttl, rs.rdtype
+                tail = tails.get(ttl << 16 | rdtype)
+                if tail is None:
+                    tail = tails[ttl << 16 | rdtype] = f"\t{ttl}\tIN\t{_type_text(rdtype)}\t"
                 rd = rs._rd
                 if type(rd) is str:
-                    buf.append(prefix + rd + "\n")
+                    append(f"{owner}{tail}{rd}\n")
                     count += 1
                 else:
-                    buf += [prefix + text + "\n" for text in rd]
+                    prefix = owner + tail
+                    buf += [f"{prefix}{text}\n" for text in rd]
                     count += len(rd)
                 if len(buf) >= 16384:
                     f.write("".join(buf))
                     buf.clear()
-                    if progress is not None:
+                    if progress is not None and total:
                         progress("writing", n, total)
             f.write("".join(buf))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if progress is not None:
+    if progress is not None and total:
         progress("writing", total, total)
     return count
+
+
+def _sorted_rrsets(records: Iterable[Any]) -> list[RRset]:
+    """Reader records as RRsets in canonical order."""
+    zone = ZoneData.from_records(records, dns.name.root)
+    out: list[RRset] = []
+    for key in sorted(zone.nodes):
+        node = sorted(zone.node(key), key=_output_order)
+        for rs in node:
+            _normalize(rs)
+        out.extend(node)
+    return out
