@@ -243,10 +243,21 @@ def _output_order(rs: RRset) -> tuple[int, int]:
 # Zone data
 # ---------------------------------------------------------------------------
 
-# [key, rdtype, covers, ttl, rdata texts, canonical rdata or None]
-Group = list[Any]
+# (key, rdtype, covers, ttl, RDATA text(s), canonical RDATA or None) of consecutive
+# records of one RRset, sorted and unique: one text (str) and canonical form (bytes),
+# or tuples of them (as RRset keeps them).
+Group = tuple[bytes, int, int, int, Any, Any]
 # Types whose presence means the zone was signed before (kept aside, regenerated).
 _OLD_DNSSEC = frozenset({RRSIG, NSEC, NSEC3, NSEC3PARAM, ZONEMD})
+_new = object.__new__
+
+
+def _rrset(key: bytes, rdtype: int, covers: int, ttl: int, rd: Any, cn: Any) -> RRset:
+    """An RRset from RDATA already in its stored form (see :class:`RRset`)."""
+    rs = _new(RRset)
+    rs.key, rs.rdtype, rs.covers, rs.ttl, rs._rd, rs._cn, rs.next = (
+        key, rdtype, covers, ttl, rd, cn, None)
+    return rs
 
 
 class ZoneData:
@@ -256,7 +267,7 @@ class ZoneData:
     ``node()``). :func:`sign_zone` takes this (and mutates it) or reader records.
     """
 
-    __slots__ = ("origin", "origin_key", "nodes", "count", "special", "_intern", "_intern_sets")
+    __slots__ = ("origin", "origin_key", "nodes", "count", "special", "_intern_sets")
 
     def __init__(self, origin: dns.name.Name):
         self.origin = origin
@@ -264,36 +275,37 @@ class ZoneData:
         self.nodes: dict[bytes, RRset] = {}
         self.count = 0
         self.special: set[bytes] = set()  # owners of RRSIG/NSEC/NSEC3/NSEC3PARAM/ZONEMD
-        self._intern: dict[str, str] = {}
         self._intern_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def add(self, group: Group) -> None:
-        """Add one group (RDATA sorted and unique) of an RRset, merging as needed."""
-        key, rdtype, covers, ttl, texts, canons = group
-        self.count += len(texts)
-        if rdtype == NS:
-            # Delegations share name servers, often the very same set: one copy each.
-            intern = self._intern
-            texts = tuple([intern.setdefault(t, t) for t in texts])
-            texts = self._intern_sets.setdefault(texts, texts)
-        elif rdtype in _OLD_DNSSEC:
+        """Add one group of an RRset, merging as needed."""
+        key, rdtype, covers, ttl, rd, cn = group
+        if type(rd) is str:
+            self.count += 1
+        else:
+            self.count += len(rd)
+            if rdtype == NS:
+                # Delegations share name servers, often the very same set: one copy.
+                rd = self._intern_sets.setdefault(rd, rd)
+        if rdtype in _OLD_DNSSEC:
             self.special.add(key)
         rs = self.nodes.get(key)
         if rs is None:
-            self.nodes[key] = RRset(key, rdtype, covers, ttl, texts, canons)
+            self.nodes[key] = _rrset(key, rdtype, covers, ttl, rd, cn)
             return
         while True:
             if rs.rdtype == rdtype and rs.covers == covers:
-                rs.rdatas = (*rs.rdatas, *texts)
-                if rs.canon is not None and canons is not None:
-                    rs.canon = (*rs.canon, *canons)
+                more = _rrset(key, rdtype, covers, ttl, rd, cn)
+                rs.rdatas = (*rs.rdatas, *more.rdatas)
+                if rs.canon is not None and cn is not None:
+                    rs.canon = (*rs.canon, *more.canon)  # type: ignore[misc]
                 else:
                     rs.canon = None
                 rs.ttl = min(rs.ttl, ttl)  # RFC 2181 §5.2: one TTL per RRset
                 _normalize(rs)
                 return
             if rs.next is None:
-                rs.next = RRset(key, rdtype, covers, ttl, texts, canons)
+                rs.next = _rrset(key, rdtype, covers, ttl, rd, cn)
                 return
             rs = rs.next
 
@@ -342,30 +354,33 @@ class ZoneData:
 
 # Names in RDATA, by wire: their presentation text (bounded; most repeat).
 _NAME_TEXT: dict[bytes, str] = {}
-_NAME_TEXT_MAX = 1 << 17
+_NAME_TEXT_MAX = 1 << 16
+_NAME_TEXTS_MAX = 1 << 22  # names in NS RDATA remembered by one read (then it restarts)
 _PLAIN_LABEL = re.compile(rb"[!#%&'*+,\-/0-9:<=>?A-Z\[\]^_`a-z{|}~]+")
 
 
 def _name_text(wire: bytes) -> str:
-    """An absolute name in wire form as dnspython prints it (case kept, escapes)."""
+    """An absolute name in wire form as dnspython prints it (cached)."""
     text = _NAME_TEXT.get(wire)
     if text is None:
-        labels = []
-        i = 0
-        plain = _PLAIN_LABEL.fullmatch
-        while n := wire[i]:
-            label = wire[i + 1 : i + 1 + n]
-            if plain(label) is None:
-                text = dns.name.from_wire(wire, 0)[0].to_text()
-                break
-            labels.append(label)
-            i += n + 1
-        else:
-            text = b".".join(labels).decode("ascii") + "." if labels else "."
         if len(_NAME_TEXT) >= _NAME_TEXT_MAX:
             _NAME_TEXT.clear()
-        _NAME_TEXT[wire] = text
+        text = _NAME_TEXT[wire] = _wire_text(wire)
     return text
+
+
+def _wire_text(wire: bytes) -> str:
+    """An absolute name in wire form as dnspython prints it (case kept, escapes)."""
+    labels = []
+    i = 0
+    plain = _PLAIN_LABEL.fullmatch
+    while n := wire[i]:
+        label = wire[i + 1 : i + 1 + n]
+        if plain(label) is None:
+            return dns.name.from_wire(wire, 0)[0].to_text()  # type: ignore[no-any-return]
+        labels.append(label)
+        i += n + 1
+    return b".".join(labels).decode("ascii") + "." if labels else "."
 
 
 def _aaaa_text(body: bytes) -> str:
@@ -445,30 +460,50 @@ def _compact(
     """
     origin_key = key_of(origin)
     origin_wire = origin.to_wire().lower()
+    below = len(origin_wire) + 1  # wire length of a name one label below, less the label
+    # Names in NS RDATA by WireName (the reader gives one per name): one text each.
+    name_texts: dict[Any, str] = {}
+    a_text: dict[bytes, str] = {}
+    forms = _rdata_forms
     prev_owner = None
     key = b""
     in_zone = apex = True
-    cur: Group | None = None
-    forms = _rdata_forms
-    names = _NAME_TEXT
-    a_text: dict[bytes, str] = {}
+    # The group being gathered: its first record, then lists once it has more.
+    cur_key: bytes | None = None
+    cur_type = cur_covers = cur_ttl = 0
+    cur_text: str = ""
+    cur_canon: bytes | None = None
+    more_texts: list[str] | None = None
+    more_canons: list[bytes] | None = None
     try:
         for owner, ttl, rdtype, parts, _target, path, line in records:
             if owner is not prev_owner:
                 prev_owner = owner
-                key = _owner_key(owner.key, origin_wire, origin_key)
-                in_zone = key.startswith(origin_key)
-                apex = key == origin_key
+                wire = owner.key
+                n = wire[0]
+                if len(wire) == n + below and wire.endswith(origin_wire) and not (
+                        b"\x00" in (label := wire[1 : n + 1]) or b"\x01" in label):
+                    key = origin_key + label + b"\x00"  # the usual owner in a TLD
+                    in_zone, apex = True, False
+                else:
+                    key = key_of_wire(wire)
+                    in_zone = key.startswith(origin_key)
+                    apex = key == origin_key
             if not in_zone:
                 where = f"{path}:{line}: " if path is not None else ""
                 problems.append(f"{where}{owner.to_name()} is outside the zone {origin}")
                 continue
+            covers = 0
             if rdtype == NS and not apex:
                 if skip_delegation_ns:
                     continue
-                wire = parts[0].wire  # type: ignore[union-attr]
-                text = names.get(wire) or _name_text(wire)
-                canon = parts[0].key if canon_all else None  # type: ignore[union-attr]
+                name = parts[0]  # type: ignore[index]
+                text = name_texts.get(name)
+                if text is None:
+                    if len(name_texts) >= _NAME_TEXTS_MAX:
+                        name_texts.clear()
+                    text = name_texts[name] = _wire_text(name.wire)
+                canon = name.key if canon_all else None
             elif rdtype == A and not canon_all:
                 text = a_text.get(parts)  # type: ignore[arg-type]
                 if text is None:
@@ -480,33 +515,42 @@ def _compact(
                 text, canon = _aaaa_text(parts[2:]), None  # type: ignore[index]
             else:
                 text, canon = forms(rdtype, parts)
-            covers = int.from_bytes(canon[:2], "big") if rdtype == RRSIG else 0  # type: ignore[index]
-            if cur is not None and cur[0] is key and cur[1] == rdtype and cur[2] == covers:
-                cur[4].append(text)
-                if cur[5] is not None:
-                    cur[5].append(canon)
-                if ttl < cur[3]:
-                    cur[3] = ttl
+                if rdtype == RRSIG:
+                    covers = int.from_bytes(canon[:2], "big")
+            if key is cur_key and rdtype == cur_type and covers == cur_covers:
+                if more_texts is None:
+                    more_texts = [cur_text, text]
+                    more_canons = None if canon is None else [cur_canon, canon]  # type: ignore[list-item]
+                else:
+                    more_texts.append(text)
+                    if more_canons is not None:
+                        more_canons.append(canon)  # type: ignore[arg-type]
+                if ttl < cur_ttl:
+                    cur_ttl = ttl
                 continue
-            if cur is not None:
-                cur[4], cur[5] = _sorted_unique(cur[4], cur[5])
-                yield cur
-            cur = [key, rdtype, covers, ttl, [text], None if canon is None else [canon]]
+            if cur_key is not None:
+                if more_texts is None:
+                    yield cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon
+                else:
+                    yield _group(cur_key, cur_type, cur_covers, cur_ttl, more_texts, more_canons)
+            cur_key, cur_type, cur_covers, cur_ttl = key, rdtype, covers, ttl
+            cur_text, cur_canon, more_texts, more_canons = text, canon, None, None
     except ZoneSyntaxError as e:
         problems.extend(e.problems)
-    if cur is not None:
-        cur[4], cur[5] = _sorted_unique(cur[4], cur[5])
-        yield cur
+    if cur_key is not None:
+        if more_texts is None:
+            yield cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon
+        else:
+            yield _group(cur_key, cur_type, cur_covers, cur_ttl, more_texts, more_canons)
 
 
-def _owner_key(wire: bytes, origin_wire: bytes, origin_key: bytes) -> bytes:
-    """The canonical-order key of a lowercased wire name (see nsec3.key_of)."""
-    n = wire[0]
-    if len(wire) == n + 1 + len(origin_wire) and wire.endswith(origin_wire):
-        label = wire[1 : n + 1]  # one label below the origin, the usual owner in a TLD
-        if b"\x00" not in label and b"\x01" not in label:
-            return origin_key + label + b"\x00"
-    return key_of_wire(wire)
+def _group(key: bytes, rdtype: int, covers: int, ttl: int, texts: list[str],
+           canons: list[bytes] | None) -> Group:
+    """A group of several records: sorted, without duplicates (perhaps one left)."""
+    rd, cn = _sorted_unique(texts, canons)
+    if len(rd) == 1:
+        return key, rdtype, covers, ttl, rd[0], None if cn is None else cn[0]
+    return key, rdtype, covers, ttl, rd, cn
 
 
 def _dnspython_records(records: Iterable[Any]) -> Iterator[WireRecord]:

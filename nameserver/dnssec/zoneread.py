@@ -13,12 +13,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import mmap
-import multiprocessing.pool
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.exception
 import dns.name
@@ -35,6 +34,9 @@ from nameserver.dnssec.zonedata import (
 )
 from nameserver.zone.fastread import WireRecord, read_wire_records
 from nameserver.zone.reader import ZoneSyntaxError
+
+if TYPE_CHECKING:
+    import multiprocessing.pool
 
 __all__ = ["read_zone"]
 
