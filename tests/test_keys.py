@@ -58,6 +58,8 @@ def test_generate_write_load_round_trip(
     assert key.algorithm == number and key.ksk is ksk
     assert key.dnskey.flags == (257 if ksk else 256)
     assert key.key_tag == dns.dnssec.key_id(key.dnskey)
+    public = key.private_key.public_key()
+    assert key.dnskey == dns.dnssec.make_dnskey(public, number, flags=key.dnskey.flags)
     key_path, private_path = write_key(key, tmp_path)
     assert key_path.name == f"Kcoop.+{number:03d}+{key.key_tag:05d}.key"
     assert private_path.name == f"Kcoop.+{number:03d}+{key.key_tag:05d}.private"

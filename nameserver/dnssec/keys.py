@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.dnssec
 import dns.exception
 import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.DNSKEY
 import dns.ttl
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -130,17 +130,48 @@ def _as_name(origin: dns.name.Name | str) -> dns.name.Name:
     return origin
 
 
+def _dnskey(public_key: Any, algorithm: int, flags: int) -> Any:
+    """The DNSKEY of a public key (as dns.dnssec.make_dnskey, which signing does not
+    need to import): RFC 6605 §4, RFC 8080 §3, RFC 3110 §2."""
+    if algorithm == 13:
+        numbers = public_key.public_numbers()
+        key = numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
+    elif algorithm == 15:
+        key = public_key.public_bytes(serialization.Encoding.Raw,
+                                      serialization.PublicFormat.Raw)
+    elif algorithm == 8:
+        numbers = public_key.public_numbers()
+        exponent = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
+        length = (bytes((len(exponent),)) if len(exponent) < 256
+                  else b"\x00" + len(exponent).to_bytes(2, "big"))
+        key = length + exponent + numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")
+    else:
+        raise ValueError(f"unsupported algorithm {algorithm}")
+    return dns.rdtypes.ANY.DNSKEY.DNSKEY(
+        dns.rdataclass.IN, dns.rdatatype.DNSKEY, flags, 3, algorithm, key
+    )
+
+
+def _key_tag(dnskey: Any) -> int:
+    """RFC 4034 Appendix B (algorithm 1 aside, which is not supported)."""
+    wire = dnskey.to_wire()
+    total = sum(wire[0::2]) << 8
+    total += sum(wire[1::2])
+    total += (total >> 16) & 0xFFFF
+    return total & 0xFFFF
+
+
 def _make_key(
     origin: dns.name.Name, private_key: Any, algorithm: int, flags: int, path: Path | None,
     timing: dict[str, int],
 ) -> SigningKey:
-    dnskey = dns.dnssec.make_dnskey(private_key.public_key(), algorithm, flags=flags)
+    dnskey = _dnskey(private_key.public_key(), algorithm, flags)
     return SigningKey(
         origin=origin,
         dnskey=dnskey,
         private_key=private_key,
         algorithm=algorithm,
-        key_tag=dns.dnssec.key_id(dnskey),
+        key_tag=_key_tag(dnskey),
         ksk=bool(flags & SEP),
         path=path,
         timing=timing,
@@ -429,7 +460,7 @@ def load_key(path: str | os.PathLike[str]) -> SigningKey:
             f"{private_path}: the private key does not match the DNSKEY in {key_path}"
         )
     key.dnskey = dnskey
-    key.key_tag = dns.dnssec.key_id(dnskey)
+    key.key_tag = _key_tag(dnskey)
     return key
 
 
@@ -459,6 +490,8 @@ def load_keys(directory: str | os.PathLike[str], origin: dns.name.Name | str) ->
 
 def ds_record(key: SigningKey, digest: str = "SHA256") -> Any:
     """The DS record the parent publishes for *key* (dns.dnssec.make_ds)."""
+    import dns.dnssec  # imported here: signing does not need it
+
     return dns.dnssec.make_ds(key.origin, key.dnskey, digest)
 
 
