@@ -74,6 +74,11 @@ def _load_calls() -> tuple[Any, Any] | None:
 _CALLS = _load_calls()
 
 
+def _sockaddr_size(family: int) -> int:
+    """sizeof(struct sockaddr_in) or sizeof(struct sockaddr_in6)."""
+    return 28 if family == socket.AF_INET6 else 16
+
+
 def available() -> bool:
     """Whether batched UDP works on this platform."""
     return _CALLS is not None
@@ -107,23 +112,25 @@ class BatchedUDPReader:
         for k in range(n):
             self._riov[k].base, self._riov[k].len = rbase + k * SLOT, SLOT
             self._siov[k].base, self._siov[k].len = sbase + k * SLOT, 0
-            for msgs, iov in ((self._rmsgs, self._riov), (self._smsgs, self._siov)):
+            for msgs, iov, namelen in (
+                (self._rmsgs, self._riov, _NAME_SLOT),
+                # A socket's peers are all of its family (IPv6 sockets are V6ONLY).
+                (self._smsgs, self._siov, _sockaddr_size(sock.family)),
+            ):
                 hdr = msgs[k].hdr
-                hdr.name, hdr.namelen = names + k * _NAME_SLOT, _NAME_SLOT
+                hdr.name, hdr.namelen = names + k * _NAME_SLOT, namelen
                 hdr.iov, hdr.iovlen = ctypes.addressof(iov[k]), 1
         self._msg_size = ctypes.sizeof(_Mmsghdr)
         self._rmsgs_at = ctypes.addressof(self._rmsgs)
         self._smsgs_at = ctypes.addressof(self._smsgs)
         # Flat views for cheap per-datagram access from Python.
         self._rwords = memoryview(self._rmsgs).cast("B").cast("I")
-        self._swords = memoryview(self._smsgs).cast("B").cast("I")
         self._siov_words = memoryview(self._siov).cast("B").cast("N")
         self._rview = memoryview(self._rbuf).cast("B")
         self._sview = memoryview(self._sbuf).cast("B")
         self._step = self._msg_size // 4
         self._len_at = _Mmsghdr.len.offset // 4
         self._flags_at = _Msghdr.flags.offset // 4
-        self._namelen_at = _Msghdr.namelen.offset // 4
         self._iov_len_at = _Iovec.len.offset // ctypes.sizeof(ctypes.c_size_t)
         self._iov_step = ctypes.sizeof(_Iovec) // ctypes.sizeof(ctypes.c_size_t)
 
@@ -141,10 +148,9 @@ class BatchedUDPReader:
 
     def _answer(self, count: int) -> None:
         handle = self.engine().handle
-        rwords, swords, siov = self._rwords, self._swords, self._siov_words
+        rwords, siov = self._rwords, self._siov_words
         rview, sview = self._rview, self._sview
         step, len_at, flags_at = self._step, self._len_at, self._flags_at
-        namelen_at = self._namelen_at
         iov_len_at, iov_step = self._iov_len_at, self._iov_step
         stats = self.stats
         skipped: list[int] = []
@@ -177,7 +183,6 @@ class BatchedUDPReader:
                 stats.truncated += 1
             sview[start : start + size] = response
             siov[k * iov_step + iov_len_at] = size
-            swords[base + namelen_at] = rwords[base + namelen_at]
         if not skipped:
             self._send(0, count)
             return
