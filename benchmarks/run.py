@@ -6,8 +6,9 @@
                              [--mix tld-do,tld,random-do] [--pin]
 
 Generates (or reuses) a zone and query files in benchmarks/out/, starts every server on its
-own loopback port, runs dnsperf against each server in turn for every mix, round after round,
-and prints medians.  The same report goes to benchmarks/out/latest.md (per-run samples in
+own loopback port, runs dnsperf against each server in turn for every mix, round after round
+(each throughput run followed by a rate-limited per-query run for p50/p99 latency), and
+prints medians.  The same report goes to benchmarks/out/latest.md (per-run samples in
 latest.json, raw dnsperf output in latest-raw.log).  See benchmarks/README.md.
 
 Standard library only.
@@ -20,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -30,8 +32,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -130,6 +134,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--outstanding", type=int, default=500, help="dnsperf -q")
     p.add_argument("--timeout", type=float, default=5, help="dnsperf -t (query timeout, s)")
     p.add_argument(
+        "--latency-rate",
+        type=int,
+        default=20000,
+        help="dnsperf -Q of the per-query latency run after each measurement (p50/p99)",
+    )
+    p.add_argument(
+        "--latency-duration",
+        type=float,
+        default=5,
+        help="seconds of the per-query latency run (dnsperf -v -l); 0 disables it",
+    )
+    p.add_argument(
         "--warmup", type=float, default=2, help="unrecorded dnsperf seconds per server first"
     )
     p.add_argument(
@@ -150,6 +166,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.queries < 1 or args.delegations < 1:
         p.error("--rounds, --duration, --queries and --delegations must be positive")
+    if args.latency_duration < 0 or args.latency_rate < 1:
+        p.error("--latency-duration must be >= 0 and --latency-rate positive")
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         p.error("--pin needs at least 2 CPUs")
     args.servers = list(dict.fromkeys(args.servers))
@@ -381,7 +399,18 @@ def parse_dnsperf(text: str) -> DnsperfResult:
     return result
 
 
-def dnsperf_command(port: int, queryfile: Path, duration: float, mix: Mix, args: Any) -> list[str]:
+def dnsperf_command(
+    port: int,
+    queryfile: Path,
+    duration: float,
+    mix: Mix,
+    args: Any,
+    *,
+    rate: int | None = None,
+    verbose: bool = False,
+) -> list[str]:
+    """dnsperf for one run. ``verbose`` (the latency run) adds ``-v``, one line per query,
+    and keeps the timeout lines (``> T``) that the throughput runs suppress."""
     cmd = [
         "dnsperf",
         "-s",
@@ -398,13 +427,170 @@ def dnsperf_command(port: int, queryfile: Path, duration: float, mix: Mix, args:
         str(args.outstanding),
         "-t",
         f"{args.timeout:g}",
-        "-O",
-        "suppress=timeouts",
+        *(["-v"] if verbose else ["-O", "suppress=timeouts"]),
+        *(["-Q", str(rate)] if rate else []),
         *mix.flags,
     ]
     if args.pin:
         cmd = ["taskset", "-c", "1", *cmd]
     return cmd
+
+
+# --------------------------------------------------------------------------------------------
+# Per-query latency run (dnsperf -v)
+# --------------------------------------------------------------------------------------------
+
+
+def latency_us(text: str) -> int:
+    """dnsperf's ``S.UUUUUU`` seconds (``%u.%06u``) as integer microseconds, exactly."""
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit() or not (frac == "" or frac.isdigit()):
+        raise ValueError(f"bad latency {text!r}")
+    return int(whole) * 1_000_000 + int((frac + "000000")[:6])
+
+
+@dataclass
+class LatencyStream:
+    """What a ``dnsperf -v`` output stream says, kept small: a histogram of the answered
+    queries' latencies by whole microsecond (dnsperf's resolution, so the percentiles are
+    exact), the count of timed-out (``> T``) and interrupted (``> I``) queries, and the
+    other lines (status, statistics, warnings), of which only the last ``keep`` remain."""
+
+    histogram: Counter[int] = field(default_factory=Counter)
+    timeouts: int = 0
+    interrupted: int = 0
+    other: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    other_dropped: int = 0
+
+    def feed(self, line: str) -> None:
+        if line.startswith("> "):
+            parts = line.split()
+            # "> T name TYPE" (timed out: lost, no latency), "> I name TYPE" (interrupted),
+            # "> RCODE name TYPE 0.000670" (answered)
+            if len(parts) >= 2 and parts[1] == "T":
+                self.timeouts += 1
+                return
+            if len(parts) >= 2 and parts[1] == "I":
+                self.interrupted += 1
+                return
+            with contextlib.suppress(ValueError, IndexError):
+                self.histogram[latency_us(parts[-1])] += 1
+                return
+        if len(self.other) == self.other.maxlen:
+            self.other_dropped += 1
+        self.other.append(line.rstrip("\n"))
+
+    @property
+    def answered(self) -> int:
+        return sum(self.histogram.values())
+
+    def text(self) -> str:
+        return "\n".join(self.other)
+
+
+def percentile_us(histogram: Mapping[int, int], pct: float) -> int | None:
+    """Nearest-rank percentile (the smallest value with at least ``pct`` % of the samples
+    at or below it) of a ``{value: count}`` histogram; None if it is empty."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(pct / 100 * total))
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return value
+    return max(histogram)  # not reached
+
+
+@dataclass
+class LatencyResult:
+    rate: int  # dnsperf -Q
+    sent: int
+    completed: int
+    lost: int  # dnsperf's count: timed out, whether or not a "> T" line was printed
+    timeout_lines: int
+    answered_lines: int
+    p50_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    max_ms: float | None
+
+
+def latency_result(stream: LatencyStream, rate: int) -> LatencyResult:
+    """Combine the per-query lines with dnsperf's final statistics (which must be present)."""
+    stats = parse_dnsperf(stream.text())
+    hist = stream.histogram
+    n = stream.answered
+
+    def ms(us: int | None) -> float | None:
+        return None if us is None else us / 1000
+
+    return LatencyResult(
+        rate=rate,
+        sent=stats.sent,
+        completed=stats.completed,
+        lost=stats.lost,
+        timeout_lines=stream.timeouts,
+        answered_lines=n,
+        p50_ms=ms(percentile_us(hist, 50)),
+        p99_ms=ms(percentile_us(hist, 99)),
+        mean_ms=sum(v * c for v, c in hist.items()) / n / 1000 if n else None,
+        max_ms=ms(max(hist) if hist else None),
+    )
+
+
+def latency_run(
+    srv: rs.RefServer, mix: Mix, queryfile: Path, args: argparse.Namespace, raw: TextIO
+) -> tuple[LatencyResult | None, str | None]:
+    """A rate-limited ``dnsperf -v`` run whose per-query lines are parsed as they arrive
+    (a histogram, not a list). Returns (result, error)."""
+    rate = args.latency_rate
+    cmd = dnsperf_command(
+        srv.port, queryfile, args.latency_duration, mix, args, rate=rate, verbose=True
+    )
+    stream = LatencyStream()
+    limit = args.latency_duration + args.timeout + 60
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1 << 16
+    )
+    hung = threading.Event()
+
+    def kill() -> None:
+        hung.set()
+        proc.kill()
+
+    # dnsperf stops itself after -l; the timer only guards against a hang.
+    watchdog = threading.Timer(limit, kill)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stream.feed(line)
+        rc = proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    raw.write(f"### latency run: {shlex.join(cmd)}\n")
+    if stream.other_dropped:
+        raw.write(f"({stream.other_dropped} earlier non-query lines not kept)\n")
+    raw.write(stream.text() + "\n")
+    raw.write(
+        f"(per-query lines: {stream.answered} answered, {stream.timeouts} timed out,"
+        f" {stream.interrupted} interrupted)\n\n"
+    )
+    raw.flush()
+    if hung.is_set():
+        return None, f"latency run: dnsperf hung for {limit:g} s and was killed"
+    if not srv.alive():
+        return None, f"server exited during the latency run ({_exit_text(srv)})"
+    try:
+        return latency_result(stream, rate), None
+    except ValueError as exc:
+        tail = "\n".join(list(stream.other)[-10:])
+        return None, f"latency run: dnsperf exit {rc}: {exc}\n{tail}"
 
 
 def udp_counters() -> dict[str, int]:
@@ -429,6 +615,8 @@ class Sample:
     pss_bytes: int | None = None
     rcvbuf_errors: int | None = None
     wall_s: float | None = None
+    latency: LatencyResult | None = None  # the per-query run after the measurement
+    latency_error: str | None = None
 
 
 def _exit_text(srv: rs.RefServer) -> str:
@@ -489,6 +677,8 @@ def measure(
     sample.rss_bytes = srv.rss_bytes()
     sample.pss_bytes = srv.pss_bytes()
     sample.rcvbuf_errors = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
+    if args.latency_duration > 0 and rnd > 0:  # not after the warm-up
+        sample.latency, sample.latency_error = latency_run(srv, mix, queryfile, args, raw)
     return sample
 
 
@@ -553,6 +743,9 @@ def summarize(samples: list[Sample]) -> dict[tuple[str, str], dict[str, Any]]:
                     if s.dnsperf and s.dnsperf.avg_latency_s is not None
                 ]
             ),
+            "p50_ms": _median([s.latency.p50_ms for s in good if s.latency]),
+            "p99_ms": _median([s.latency.p99_ms for s in good if s.latency]),
+            "lat_lost": _median([s.latency.lost for s in good if s.latency]),
             "lost": _median([s.dnsperf.lost for s in good if s.dnsperf]),
             "sent": _median([s.dnsperf.sent for s in good if s.dnsperf]),
             "rcvbuf": _median([s.rcvbuf_errors for s in good]),
@@ -596,7 +789,10 @@ def render_report(
                     _fmt(st["cpu_us"], ".1f"),
                     _fmt(None if st["cpu_util"] is None else 100 * st["cpu_util"], ".0f"),
                     _fmt(st["lat_ms"], ".3f"),
+                    _fmt(st["p50_ms"], ".3f"),
+                    _fmt(st["p99_ms"], ".3f"),
                     _fmt(st["lost"], ",.0f"),
+                    _fmt(st["lat_lost"], ",.0f"),
                     _fmt(st["rcvbuf"], ",.0f"),
                     _fmt(st["rss_mb"], ".1f"),
                     _fmt(st["pss_mb"], ".1f"),
@@ -611,7 +807,10 @@ def render_report(
         "CPU µs/q",
         "srv CPU %",
         "avg lat ms",
+        "p50 ms",
+        "p99 ms",
         "lost",
+        "p-run lost",
         "rcvbuf errs",
         "RSS MB",
         "PSS MB",
@@ -640,6 +839,8 @@ def render_report(
                     ratio("qps"),
                     ratio("cpu_us"),
                     ratio("lat_ms"),
+                    ratio("p50_ms"),
+                    ratio("p99_ms"),
                     ratio("rss_mb"),
                     ratio("pss_mb"),
                 ]
@@ -647,7 +848,10 @@ def render_report(
     if ratio_rows:
         parts.append(
             "### Ratios (ours / reference; qps: higher is better, the rest: lower is better)\n\n"
-            + _table(["mix", "ratio", "qps", "CPU µs/q", "avg lat", "RSS", "PSS"], ratio_rows)
+            + _table(
+                ["mix", "ratio", "qps", "CPU µs/q", "avg lat", "p50", "p99", "RSS", "PSS"],
+                ratio_rows,
+            )
         )
     elif "ours" in args.servers:
         parts.append("### Ratios\n\nnone: ours or the references have no successful runs")
@@ -681,6 +885,11 @@ def render_report(
         if not s.ok:
             failures.append(
                 f"- **{s.server} {s.mix} round {s.round} failed**:\n\n```\n{s.error}\n```"
+            )
+        elif s.latency_error:
+            failures.append(
+                f"- **{s.server} {s.mix} round {s.round}: latency run failed**:"
+                f"\n\n```\n{s.latency_error}\n```"
             )
     if interrupted:
         failures.append("- **interrupted** (Ctrl-C / SIGTERM): results are partial")
@@ -719,6 +928,13 @@ def write_markdown(
         f"- dnsperf: -l {args.duration:g} -c {args.clients} -q {args.outstanding}"
         f" -t {args.timeout:g}; {args.rounds} round(s); pinned: {'yes' if args.pin else 'no'};"
         f" knot udp-workers / nsd server-count: {args.workers}",
+        "- latency (p50/p99): "
+        + (
+            f"dnsperf -v -Q {args.latency_rate} -l {args.latency_duration:g} after each run,"
+            " answered queries only (timeouts count as p-run lost)"
+            if args.latency_duration > 0
+            else "off (--latency-duration 0)"
+        ),
         "",
         tables,
         "",
@@ -807,9 +1023,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         s = measure(srv, mix, queries[mix.base], rnd, args.duration, args, raw)
                         samples.append(s)
                         if s.ok and s.dnsperf:
+                            lat = s.latency
                             print(
                                 f"{s.dnsperf.qps:,.0f} qps, {s.cpu_us_per_query or 0:.1f} µs/q,"
-                                f" lost {s.dnsperf.lost}, rcvbuf errs {s.rcvbuf_errors}",
+                                f" lost {s.dnsperf.lost}, rcvbuf errs {s.rcvbuf_errors}"
+                                + (
+                                    f"; at {lat.rate} qps p50 {_fmt(lat.p50_ms, '.3f')} ms"
+                                    f" p99 {_fmt(lat.p99_ms, '.3f')} ms, lost {lat.lost}"
+                                    if lat
+                                    else ""
+                                )
+                                + (f"; LATENCY RUN FAILED: {s.latency_error}"
+                                   if s.latency_error else ""),
                                 flush=True,
                             )
                         else:

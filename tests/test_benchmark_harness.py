@@ -1,0 +1,147 @@
+"""Pure functions of benchmarks/run.py: dnsperf output parsing, latency percentiles, mixes.
+
+No server and no dnsperf is started here (tests/test_refservers.py starts Knot and NSD).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import run  # noqa: E402
+
+STATS = """\
+[Status] Testing complete (time limit)
+
+Statistics:
+
+  Queries sent:         6
+  Queries completed:    4 (66.67%)
+  Queries lost:         2 (33.33%)
+
+  Response codes:       NOERROR 3 (75.00%), NXDOMAIN 1 (25.00%)
+  Average packet size:  request 24, response 24
+  Run time (s):         1.000308
+  Queries per second:   3.998768
+
+  Average Latency (s):  0.000158 (min 0.000155, max 0.000160)
+  Latency StdDev (s):   0.000003
+"""
+
+VERBOSE = [
+    "DNS Performance Testing Tool\n",
+    "Version 2.10.0\n",
+    "[Status] Sending queries (to 127.0.0.1:35138)\n",
+    "> NOERROR b.coop AAAA 0.000155\n",
+    "> NOERROR a.coop A 0.000670\n",
+    "> T a.coop A\n",
+    "> NXDOMAIN x1.coop A 1.250000\n",
+    "> T c.coop NS\n",
+    "> NOERROR c.coop NS 0.000160\n",
+    *(line + "\n" for line in STATS.splitlines()),
+]
+
+
+def test_latency_us_is_exact() -> None:
+    assert run.latency_us("0.000670") == 670
+    assert run.latency_us("1.250000") == 1_250_000
+    assert run.latency_us("12.000001") == 12_000_001
+    assert run.latency_us("3") == 3_000_000
+    for bad in ("", "x", "-0.1", "0.00a"):
+        with pytest.raises(ValueError):
+            run.latency_us(bad)
+
+
+def test_latency_stream_counts_timeouts_as_lost_not_latencies() -> None:
+    stream = run.LatencyStream()
+    for line in VERBOSE:
+        stream.feed(line)
+    assert stream.timeouts == 2
+    assert stream.answered == 4
+    assert stream.histogram == Counter({155: 1, 670: 1, 1_250_000: 1, 160: 1})
+    assert "Queries sent:         6" in stream.text()
+    assert "> " not in stream.text()
+
+    res = run.latency_result(stream, rate=20000)
+    assert (res.sent, res.completed, res.lost) == (6, 4, 2)
+    assert res.timeout_lines == 2 and res.answered_lines == 4
+    assert res.p50_ms == pytest.approx(0.160)  # 2nd of 155, 160, 670, 1250000 µs
+    assert res.p99_ms == pytest.approx(1250.0)
+    assert res.max_ms == pytest.approx(1250.0)
+    assert res.mean_ms == pytest.approx((155 + 160 + 670 + 1_250_000) / 4 / 1000)
+
+
+def test_latency_stream_interrupted_and_warnings() -> None:
+    stream = run.LatencyStream()
+    stream.feed("> I q.coop A\n")
+    stream.feed("Warning: socket 0x55 not ready\n")
+    stream.feed("> NOERROR q.coop A not-a-number\n")  # kept as text, not a latency
+    assert stream.interrupted == 1 and stream.answered == 0
+    assert stream.text().splitlines() == [
+        "Warning: socket 0x55 not ready",
+        "> NOERROR q.coop A not-a-number",
+    ]
+
+
+def test_latency_stream_keeps_a_bounded_tail_of_other_lines() -> None:
+    stream = run.LatencyStream()
+    for i in range(1000):
+        stream.feed(f"Warning: {i}\n")
+    for line in STATS.splitlines():
+        stream.feed(line + "\n")
+    assert len(stream.other) == stream.other.maxlen
+    assert stream.other_dropped == 1000 + len(STATS.splitlines()) - stream.other.maxlen
+    assert run.parse_dnsperf(stream.text()).sent == 6  # the statistics survive
+
+
+def test_latency_result_needs_the_statistics() -> None:
+    stream = run.LatencyStream()
+    stream.feed("> NOERROR a.coop A 0.000100\n")
+    with pytest.raises(ValueError):
+        run.latency_result(stream, rate=10)
+
+
+def test_percentile_nearest_rank() -> None:
+    assert run.percentile_us({}, 50) is None
+    assert run.percentile_us({7: 1}, 99) == 7
+    hist = Counter(range(1, 101))  # 1..100 once each
+    assert run.percentile_us(hist, 50) == 50
+    assert run.percentile_us(hist, 99) == 99
+    assert run.percentile_us(hist, 100) == 100
+    assert run.percentile_us(hist, 0) == 1
+    skewed = {10: 98, 20: 1, 5000: 1}
+    assert run.percentile_us(skewed, 50) == 10
+    assert run.percentile_us(skewed, 99) == 20
+    assert run.percentile_us(skewed, 99.5) == 5000
+
+
+def _args(*argv: str) -> object:
+    return run.parse_args(list(argv))
+
+
+def test_dnsperf_command_throughput_and_latency_runs() -> None:
+    args = _args("--clients", "4", "--outstanding", "50", "--timeout", "2")
+    mix = run.parse_mix("tld-do")
+    cmd = run.dnsperf_command(5353, Path("q.txt"), 3, mix, args)
+    assert cmd[:3] == ["dnsperf", "-s", "127.0.0.1"]
+    joined = " ".join(cmd)
+    assert "-p 5353 -d q.txt -l 3 -c 4 -q 50 -t 2 -O suppress=timeouts -D" in joined
+    assert "-v" not in cmd and "-Q" not in cmd
+
+    lat = run.dnsperf_command(5353, Path("q.txt"), 5, mix, args, rate=20000, verbose=True)
+    assert "-v" in lat and "suppress=timeouts" not in lat  # "> T" lines must be printed
+    assert lat[lat.index("-Q") + 1] == "20000"
+    assert lat[lat.index("-l") + 1] == "5"
+
+
+def test_latency_options() -> None:
+    args = _args()
+    assert args.latency_rate == 20000 and args.latency_duration == 5
+    assert _args("--latency-duration", "0").latency_duration == 0
+    with pytest.raises(SystemExit):
+        _args("--latency-rate", "0")
