@@ -92,12 +92,15 @@ class Engine:
         self.cache: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
         # Responses by (QTYPE: 2 wire bytes, OTHER_QTYPE, or b"" if unreadable; RCODE
         # without the EDNS extension) and messages dropped unanswered: for metrics.
-        self.counts: dict[tuple[bytes, int], int] = {}
+        # (Kept as a list indexed per key, so that a cached answer counts with one
+        # list increment; read through the ``counts`` property.)
+        self._count_index: dict[tuple[bytes, int], int] = {}
+        self._counts: list[int] = []
         # Query bytes after the ID -> (response header after the ID and question, the
-        # rest: shared with ``cache``, counts key), per transport (the size limits
+        # rest: shared with ``cache``, index of its counter), per transport (the size limits
         # differ). Filled on the second sight of a question.
-        self.raw_udp: dict[bytes, tuple[bytes, bytes, tuple[bytes, int]]] = {}
-        self.raw_tcp: dict[bytes, tuple[bytes, bytes, tuple[bytes, int]]] = {}
+        self.raw_udp: dict[bytes, tuple[bytes, bytes, int]] = {}
+        self.raw_tcp: dict[bytes, tuple[bytes, bytes, int]] = {}
         self.dropped = 0
         self.nsid = identity.nsid.encode() if identity and identity.nsid else None
         self.chaos: dict[bytes, bytes] = {}
@@ -119,8 +122,7 @@ class Engine:
         # is a pure function of them, so it is returned without reading anything.
         raw = (self.raw_tcp if over_tcp else self.raw_udp).get(wire[2:])
         if raw is not None:
-            counts = self.counts
-            counts[raw[2]] = counts.get(raw[2], 0) + 1
+            self._counts[raw[2]] += 1
             return wire[:2] + raw[0] + raw[1]
         n = len(wire)
         # QR=0, OPCODE=0, QDCOUNT=1, ANCOUNT=0, NSCOUNT=0: the shape of nearly every query.
@@ -182,9 +184,7 @@ class Engine:
                 if hit is not None and shape[0] == "R" and len(cache) < self.cache_entries:
                     cache[exact] = hit  # names below a cut recur: next time, one look-up
         if hit is not None:
-            counts = self.counts
-            ckey = (_bucket(qtc[:2]), hit[0][1] & 0x0F)
-            counts[ckey] = counts.get(ckey, 0) + 1
+            ckey = self._count(_bucket(qtc[:2]), hit[0][1] & 0x0F)
             head = hit[0] + wire[12:qend]
             if shape is None or shape[0] == "R":
                 self._remember_raw(wire, head, hit[1], ckey, over_tcp)
@@ -199,8 +199,24 @@ class Engine:
             cache[key] = (response[2:12], response[qend:])
         return response
 
+    @property
+    def counts(self) -> dict[tuple[bytes, int], int]:
+        """Responses so far by (QTYPE bucket, RCODE): see ``_count``."""
+        counts = self._counts
+        return {key: counts[i] for key, i in self._count_index.items() if counts[i]}
+
+    def _count(self, qtype: bytes, rcode: int) -> int:
+        """Count one response; return the index of its counter (for the raw cache)."""
+        key = (qtype, rcode)
+        i = self._count_index.get(key)
+        if i is None:
+            i = self._count_index[key] = len(self._counts)
+            self._counts.append(0)
+        self._counts[i] += 1
+        return i
+
     def _remember_raw(
-        self, wire: bytes, head: bytes, rest: bytes, ckey: tuple[bytes, int], over_tcp: bool
+        self, wire: bytes, head: bytes, rest: bytes, ckey: int, over_tcp: bool
     ) -> None:
         """Keep the answer to these exact query bytes: the header and question (``head``,
         after the ID) and the rest, the very bytes object the answer cache holds."""
@@ -268,8 +284,7 @@ class Engine:
         if response is None:
             self.dropped += 1
         else:
-            ckey = (_bucket(_qtype_of(response)), response[3] & 0x0F)
-            self.counts[ckey] = self.counts.get(ckey, 0) + 1
+            self._count(_bucket(_qtype_of(response)), response[3] & 0x0F)
         return response
 
     def _respond(self, wire: bytes, over_tcp: bool) -> bytes | None:
