@@ -220,11 +220,11 @@ def _sign(args: argparse.Namespace) -> int:
     # Fork the workers first, while this process is small; a small zone is signed here.
     big = os.path.getsize(args.zonefile) >= _POOL_MIN_BYTES
     with worker_pool(args.workers if big else 1) as pool:
-        zone = read_zone(args.zonefile, origin, workers=1, canon_all=args.zonemd,
+        zone = read_zone(args.zonefile, origin, canon_all=args.zonemd,
                          progress=progress)
         previous = None
         if args.previous:
-            previous = read_zone(args.previous, origin, workers=1, skip_delegation_ns=True)
+            previous = read_zone(args.previous, origin, skip_delegation_ns=True)
         signed = sign_zone_iter(
             zone,
             origin,

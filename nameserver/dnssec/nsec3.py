@@ -87,10 +87,15 @@ def key_of_wire(wire: bytes) -> bytes:
     labels = []
     i = 0
     while n := wire[i]:
-        labels.append(_escape(wire[i + 1 : i + 1 + n].lower()) + b"\x00")
+        labels.append(wire[i + 1 : i + 1 + n])
         i += n + 1
+    if not labels:
+        return b""
     labels.reverse()
-    return b"".join(labels)
+    key = b"\x00".join(labels) + b"\x00"
+    if key.count(b"\x00") != len(labels) or b"\x01" in key:  # NUL or 0x01 in a label
+        key = b"".join(_escape(label) + b"\x00" for label in labels)
+    return key.lower()
 
 
 def key_labels(key: bytes) -> list[bytes]:

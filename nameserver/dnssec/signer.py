@@ -100,7 +100,7 @@ _DEFAULT_VALIDITY = timedelta(days=30)
 _DEFAULT_INCEPTION_OFFSET = timedelta(hours=1)
 _DEFAULT_DNSKEY_TTL = 3600
 _PARALLEL_MIN_JOBS = 4000  # fewer signatures than this are made in-process
-_BATCH = 1000  # signatures per worker task
+_BATCH = 1000  # signatures per worker task (at most; a small zone gets smaller ones)
 
 
 class SignStats:
@@ -545,6 +545,8 @@ class _Signer:
         skip_zonemd = self.zonemd
         window: collections.deque[_Batch] = collections.deque()
         limit = 2 * workers + 1 if pool is not None else 0
+        # Enough batches to keep every worker busy, however small the zone.
+        size = min(_BATCH, max(64, self.to_sign // (4 * workers))) if pool else _BATCH
         jobs: list[tuple[Any, ...]] = []
         refs: list[tuple[_Sigs, int]] = []
         output: list[Any] = []
@@ -584,7 +586,7 @@ class _Signer:
                     sign(rs, sigs, jobs, refs)
                 output.append((node, sigs))
                 signed_here += len(signed)
-            if len(jobs) >= _BATCH:
+            if len(jobs) >= size:
                 window.append(self._submit(pool, jobs, refs, output, signed_here))
                 jobs, refs, output, signed_here = [], [], [], 0
                 while len(window) > limit:

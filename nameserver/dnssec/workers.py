@@ -44,7 +44,7 @@ def _worker_init() -> None:
 
 @contextlib.contextmanager
 def worker_pool(workers: int | None = None) -> Iterator[multiprocessing.pool.Pool | None]:
-    """A pool of *workers* forked processes for reading and signing (None if <= 1).
+    """A pool of *workers* forked processes for signing (None if <= 1).
 
     Create it before loading a big zone so that the workers are forked small.
     """

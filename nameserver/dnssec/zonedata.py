@@ -309,6 +309,123 @@ class ZoneData:
                 return
             rs = rs.next
 
+    def load(self, records: Iterable[WireRecord], *, canon_all: bool,
+             skip_delegation_ns: bool, problems: list[str]) -> None:
+        """Add records in the zone reader's wire form; the problems found go to
+        *problems* (ZoneSyntaxError from *records* included).
+
+        Canonical RDATA is kept for everything with *canon_all*, else for what may be
+        signed and is not cheaper to derive later: not for NS below the apex (never
+        signed) nor for A/AAAA (mostly glue; derived from the text when signed).
+        """
+        origin, origin_key, nodes, add = self.origin, self.origin_key, self.nodes, self.add
+        intern = self._intern_sets.setdefault
+        origin_wire = origin.to_wire().lower()
+        below = len(origin_wire) + 1  # wire length of a name one label below, less the label
+        # Names in NS RDATA by WireName (the reader gives one per name): one text each.
+        name_texts: dict[Any, str] = {}
+        a_text: dict[bytes, str] = {}
+        forms = _rdata_forms
+        prev_owner = None
+        key = b""
+        in_zone = apex = True
+        count = 0
+        # Consecutive records of one RRset are gathered (the first alone, then lists).
+        cur_key: bytes | None = None
+        cur_type = cur_covers = cur_ttl = 0
+        cur_text: str = ""
+        cur_canon: bytes | None = None
+        more_texts: list[str] | None = None
+        more_canons: list[bytes] | None = None
+        try:
+            for owner, ttl, rdtype, parts, _target, path, line in records:
+                if owner is not prev_owner:
+                    prev_owner = owner
+                    wire = owner.key
+                    n = wire[0]
+                    if len(wire) == n + below and wire.endswith(origin_wire) and not (
+                            b"\x00" in (label := wire[1 : n + 1]) or b"\x01" in label):
+                        key = origin_key + label + b"\x00"  # the usual owner in a TLD
+                        in_zone, apex = True, False
+                    else:
+                        key = key_of_wire(wire)
+                        in_zone = key.startswith(origin_key)
+                        apex = key == origin_key
+                if not in_zone:
+                    where = f"{path}:{line}: " if path is not None else ""
+                    problems.append(f"{where}{owner.to_name()} is outside the zone {origin}")
+                    continue
+                covers = 0
+                if rdtype == NS and not apex:
+                    if skip_delegation_ns:
+                        continue
+                    name = parts[0]  # type: ignore[index]
+                    text = name_texts.get(name)
+                    if text is None:
+                        if len(name_texts) >= _NAME_TEXTS_MAX:
+                            name_texts.clear()
+                        text = name_texts[name] = _wire_text(name.wire)
+                    canon = name.key if canon_all else None
+                elif rdtype == A and not canon_all:
+                    text = a_text.get(parts)  # type: ignore[arg-type]
+                    if text is None:
+                        if len(a_text) >= 4096:
+                            a_text.clear()
+                        text = a_text[parts] = socket.inet_ntoa(parts[2:])  # type: ignore[index]
+                    canon = None
+                elif rdtype == AAAA and not canon_all:
+                    text, canon = _aaaa_text(parts[2:]), None  # type: ignore[index]
+                else:
+                    text, canon = forms(rdtype, parts)
+                    if rdtype == RRSIG:
+                        covers = int.from_bytes(canon[:2], "big")
+                if key is cur_key and rdtype == cur_type and covers == cur_covers:
+                    if more_texts is None:
+                        more_texts = [cur_text, text]
+                        more_canons = None if canon is None else [cur_canon, canon]  # type: ignore[list-item]
+                    else:
+                        more_texts.append(text)
+                        if more_canons is not None:
+                            more_canons.append(canon)  # type: ignore[arg-type]
+                    if ttl < cur_ttl:
+                        cur_ttl = ttl
+                    continue
+                if cur_key is not None:
+                    # The RRset of a new owner, not a DNSSEC type: the commonest case by
+                    # far (a delegation's NS, its glue), done here.
+                    if cur_key not in nodes and cur_type not in _OLD_DNSSEC:
+                        if more_texts is None:
+                            nodes[cur_key] = _rrset(cur_key, cur_type, 0, cur_ttl, cur_text,
+                                                    cur_canon)
+                            count += 1
+                        else:
+                            group = _group(cur_key, cur_type, 0, cur_ttl, more_texts,
+                                           more_canons)
+                            rd = group[4]
+                            if type(rd) is tuple:
+                                count += len(rd)
+                                if cur_type == NS:  # delegations share the same NS sets
+                                    rd = intern(rd, rd)
+                            else:
+                                count += 1
+                            nodes[cur_key] = _rrset(cur_key, cur_type, 0, group[3], rd,
+                                                    group[5])
+                    elif more_texts is None:
+                        add((cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon))
+                    else:
+                        add(_group(cur_key, cur_type, cur_covers, cur_ttl, more_texts,
+                                   more_canons))
+                cur_key, cur_type, cur_covers, cur_ttl = key, rdtype, covers, ttl
+                cur_text, cur_canon, more_texts, more_canons = text, canon, None, None
+        except ZoneSyntaxError as e:
+            problems.extend(e.problems)
+        self.count += count
+        if cur_key is not None:
+            if more_texts is None:
+                add((cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon))
+            else:
+                add(_group(cur_key, cur_type, cur_covers, cur_ttl, more_texts, more_canons))
+
     def node(self, key: bytes) -> list[RRset]:
         """The RRsets owned by *key* (empty if none)."""
         return _node(self.nodes.get(key))
@@ -344,9 +461,8 @@ class ZoneData:
         """
         zone = cls(origin)
         problems: list[str] = []
-        for group in _compact(_dnspython_records(records), origin, canon_all,
-                              skip_delegation_ns, problems):
-            zone.add(group)
+        zone.load(_dnspython_records(records), canon_all=canon_all,
+                  skip_delegation_ns=skip_delegation_ns, problems=problems)
         if problems:
             raise ZoneSyntaxError(problems)
         return zone
@@ -443,110 +559,14 @@ def _rdata_forms(rdtype: int, parts: Any) -> tuple[str, bytes]:
     return rdata.to_text(), rdata.to_digestable()
 
 
-def _compact(
-    records: Iterable[WireRecord],
-    origin: dns.name.Name,
-    canon_all: bool,
-    skip_delegation_ns: bool,
-    problems: list[str],
-) -> Iterator[Group]:
-    """Records in the zone reader's wire form -> groups of consecutive records of one
-    (owner, type), each sorted and without duplicates; the problems found are added to
-    *problems* (ZoneSyntaxError from *records* included).
-
-    Canonical RDATA is kept for everything with *canon_all*, else for what may be
-    signed and is not cheaper to derive later: not for NS below the apex (never
-    signed) nor for A/AAAA (mostly glue; derived from the text when signed).
-    """
-    origin_key = key_of(origin)
-    origin_wire = origin.to_wire().lower()
-    below = len(origin_wire) + 1  # wire length of a name one label below, less the label
-    # Names in NS RDATA by WireName (the reader gives one per name): one text each.
-    name_texts: dict[Any, str] = {}
-    a_text: dict[bytes, str] = {}
-    forms = _rdata_forms
-    prev_owner = None
-    key = b""
-    in_zone = apex = True
-    # The group being gathered: its first record, then lists once it has more.
-    cur_key: bytes | None = None
-    cur_type = cur_covers = cur_ttl = 0
-    cur_text: str = ""
-    cur_canon: bytes | None = None
-    more_texts: list[str] | None = None
-    more_canons: list[bytes] | None = None
-    try:
-        for owner, ttl, rdtype, parts, _target, path, line in records:
-            if owner is not prev_owner:
-                prev_owner = owner
-                wire = owner.key
-                n = wire[0]
-                if len(wire) == n + below and wire.endswith(origin_wire) and not (
-                        b"\x00" in (label := wire[1 : n + 1]) or b"\x01" in label):
-                    key = origin_key + label + b"\x00"  # the usual owner in a TLD
-                    in_zone, apex = True, False
-                else:
-                    key = key_of_wire(wire)
-                    in_zone = key.startswith(origin_key)
-                    apex = key == origin_key
-            if not in_zone:
-                where = f"{path}:{line}: " if path is not None else ""
-                problems.append(f"{where}{owner.to_name()} is outside the zone {origin}")
-                continue
-            covers = 0
-            if rdtype == NS and not apex:
-                if skip_delegation_ns:
-                    continue
-                name = parts[0]  # type: ignore[index]
-                text = name_texts.get(name)
-                if text is None:
-                    if len(name_texts) >= _NAME_TEXTS_MAX:
-                        name_texts.clear()
-                    text = name_texts[name] = _wire_text(name.wire)
-                canon = name.key if canon_all else None
-            elif rdtype == A and not canon_all:
-                text = a_text.get(parts)  # type: ignore[arg-type]
-                if text is None:
-                    if len(a_text) >= 4096:
-                        a_text.clear()
-                    text = a_text[parts] = socket.inet_ntoa(parts[2:])  # type: ignore[index]
-                canon = None
-            elif rdtype == AAAA and not canon_all:
-                text, canon = _aaaa_text(parts[2:]), None  # type: ignore[index]
-            else:
-                text, canon = forms(rdtype, parts)
-                if rdtype == RRSIG:
-                    covers = int.from_bytes(canon[:2], "big")
-            if key is cur_key and rdtype == cur_type and covers == cur_covers:
-                if more_texts is None:
-                    more_texts = [cur_text, text]
-                    more_canons = None if canon is None else [cur_canon, canon]  # type: ignore[list-item]
-                else:
-                    more_texts.append(text)
-                    if more_canons is not None:
-                        more_canons.append(canon)  # type: ignore[arg-type]
-                if ttl < cur_ttl:
-                    cur_ttl = ttl
-                continue
-            if cur_key is not None:
-                if more_texts is None:
-                    yield cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon
-                else:
-                    yield _group(cur_key, cur_type, cur_covers, cur_ttl, more_texts, more_canons)
-            cur_key, cur_type, cur_covers, cur_ttl = key, rdtype, covers, ttl
-            cur_text, cur_canon, more_texts, more_canons = text, canon, None, None
-    except ZoneSyntaxError as e:
-        problems.extend(e.problems)
-    if cur_key is not None:
-        if more_texts is None:
-            yield cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon
-        else:
-            yield _group(cur_key, cur_type, cur_covers, cur_ttl, more_texts, more_canons)
-
-
 def _group(key: bytes, rdtype: int, covers: int, ttl: int, texts: list[str],
            canons: list[bytes] | None) -> Group:
     """A group of several records: sorted, without duplicates (perhaps one left)."""
+    if canons is None and len(texts) == 2:
+        a, b = texts
+        if a == b:
+            return key, rdtype, covers, ttl, a, None
+        return key, rdtype, covers, ttl, (a, b) if a < b else (b, a), None
     rd, cn = _sorted_unique(texts, canons)
     if len(rd) == 1:
         return key, rdtype, covers, ttl, rd[0], None if cn is None else cn[0]
