@@ -36,7 +36,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,7 +56,19 @@ MIX_SUFFIXES = {
     # TCP: dnsperf keeps each client's connection for many queries (RFC 7766 reuse).
     "do-tcp": ["-D", "-m", "tcp"],
     "tcp": ["-m", "tcp"],
+    # TCP, one connection per query: connect, query, answer, close. dnsperf 2.10 cannot
+    # measure a server's capacity this way (README: "One connection per query"), so these
+    # mixes run at a fixed offered rate with their own clients (see TCP1_* and --tcp1-*).
+    "do-tcp1": ["-D", "-m", "tcp", "-O", "num-queries-per-conn=1"],
+    "tcp1": ["-m", "tcp", "-O", "num-queries-per-conn=1"],
 }
+ONE_QUERY_PER_CONN = ("do-tcp1", "tcp1")
+# dnsperf settings of the one-connection-per-query mixes: 100 connections (NSD's default
+# tcp-count) in 4 sender/receiver thread pairs, at most one query per connection in
+# flight, and 200 queries (connections) per second: a rate every server reached in every
+# trial here, which also keeps dnsperf's TIME_WAIT ports far below the 28k ephemeral
+# ports (dnsperf binds each connection's port and closes first).
+TCP1_CLIENTS, TCP1_THREADS, TCP1_RATE = 100, 4, 200
 DEFAULT_OURS_CMD = (
     "{python} -m nameserver serve --zone coop.={zone} --listen {address}@{port}"
     " --workers {workers} --control {control}"
@@ -74,6 +86,20 @@ class Mix:
     name: str  # e.g. "tld-do"
     base: str  # query file kind passed to genqueries.py --mix
     flags: tuple[str, ...]  # extra dnsperf flags
+    # Per-mix dnsperf settings; None: the command line's --clients / --outstanding, one
+    # thread, no rate limit.
+    clients: int | None = None  # -c
+    outstanding: int | None = None  # -q
+    threads: int | None = None  # -T
+    rate: int | None = None  # -Q, for the throughput run and as a cap for the latency run
+
+    @property
+    def one_query_per_conn(self) -> bool:
+        return "num-queries-per-conn=1" in self.flags
+
+    @property
+    def transport(self) -> str:
+        return "tcp" if "tcp" in self.flags else "udp"
 
 
 def parse_mix(text: str) -> Mix:
@@ -81,9 +107,16 @@ def parse_mix(text: str) -> Mix:
     if base not in BASE_MIXES or suffix not in MIX_SUFFIXES:
         raise argparse.ArgumentTypeError(
             f"bad mix {text!r}: expected one of {', '.join(BASE_MIXES)}"
-            f" optionally followed by -do (DNSSEC OK, implies EDNS), -edns, -tcp or -do-tcp"
+            " optionally followed by -do (DNSSEC OK, implies EDNS), -edns, -tcp, -do-tcp"
+            " (TCP, many queries per connection), -tcp1 or -do-tcp1 (one per connection)"
         )
-    return Mix(text.strip(), base, tuple(MIX_SUFFIXES[suffix]))
+    mix = Mix(text.strip(), base, tuple(MIX_SUFFIXES[suffix]))
+    if suffix in ONE_QUERY_PER_CONN:
+        mix = replace(
+            mix, clients=TCP1_CLIENTS, outstanding=TCP1_CLIENTS, threads=TCP1_THREADS,
+            rate=TCP1_RATE,
+        )
+    return mix
 
 
 def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -126,13 +159,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mix",
         type=_csv(parse_mix),
-        default=[parse_mix(m) for m in ("tld-do", "tld", "random-do")],
-        help="comma-separated mixes: tld|random [-do|-edns]",
+        default="tld-do,tld,random-do",
+        help="comma-separated mixes: tld|random [-do|-edns|-tcp|-do-tcp|-tcp1|-do-tcp1]",
     )
     p.add_argument("--pin", action="store_true", help="server on CPU 0, dnsperf on CPU 1")
     p.add_argument("--clients", type=int, default=8, help="dnsperf -c")
     p.add_argument("--outstanding", type=int, default=500, help="dnsperf -q")
     p.add_argument("--timeout", type=float, default=5, help="dnsperf -t (query timeout, s)")
+    p.add_argument(
+        "--tcp1-clients",
+        type=int,
+        default=TCP1_CLIENTS,
+        help="dnsperf -c (and -q) of the one-connection-per-query mixes (-tcp1, -do-tcp1)",
+    )
+    p.add_argument(
+        "--tcp1-threads", type=int, default=TCP1_THREADS, help="dnsperf -T of the -tcp1 mixes"
+    )
+    p.add_argument(
+        "--tcp1-rate",
+        type=int,
+        default=TCP1_RATE,
+        help="dnsperf -Q of the -tcp1 mixes (0: unlimited; see README before raising it)",
+    )
     p.add_argument(
         "--latency-rate",
         type=int,
@@ -170,8 +218,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--latency-duration must be >= 0 and --latency-rate positive")
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         p.error("--pin needs at least 2 CPUs")
+    if args.tcp1_clients < 1 or args.tcp1_threads < 1 or args.tcp1_rate < 0:
+        p.error("--tcp1-clients and --tcp1-threads must be positive, --tcp1-rate >= 0")
     args.servers = list(dict.fromkeys(args.servers))
-    args.mix = list(dict.fromkeys(args.mix))
+    args.mix = [
+        replace(
+            m, clients=args.tcp1_clients, outstanding=args.tcp1_clients,
+            threads=args.tcp1_threads, rate=args.tcp1_rate or None,
+        )
+        if m.one_query_per_conn
+        else m
+        for m in dict.fromkeys(args.mix)
+    ]
     return args
 
 
@@ -409,8 +467,10 @@ def dnsperf_command(
     rate: int | None = None,
     verbose: bool = False,
 ) -> list[str]:
-    """dnsperf for one run. ``verbose`` (the latency run) adds ``-v``, one line per query,
-    and keeps the timeout lines (``> T``) that the throughput runs suppress."""
+    """dnsperf for one run. ``rate`` (default: the mix's) is ``-Q``. ``verbose`` (the
+    latency run) adds ``-v``, one line per query, and keeps the timeout lines (``> T``)
+    that the throughput runs suppress."""
+    rate = rate or mix.rate
     cmd = [
         "dnsperf",
         "-s",
@@ -422,9 +482,10 @@ def dnsperf_command(
         "-l",
         f"{duration:g}",
         "-c",
-        str(args.clients),
+        str(mix.clients or args.clients),
+        *(["-T", str(mix.threads)] if mix.threads else []),
         "-q",
-        str(args.outstanding),
+        str(mix.outstanding or args.outstanding),
         "-t",
         f"{args.timeout:g}",
         *(["-v"] if verbose else ["-O", "suppress=timeouts"]),
@@ -540,12 +601,17 @@ def latency_result(stream: LatencyStream, rate: int) -> LatencyResult:
     )
 
 
+def latency_rate(mix: Mix, args: argparse.Namespace) -> int:
+    """The latency run's -Q: --latency-rate, but never above the mix's own rate."""
+    return min(args.latency_rate, mix.rate) if mix.rate else args.latency_rate
+
+
 def latency_run(
     srv: rs.RefServer, mix: Mix, queryfile: Path, args: argparse.Namespace, raw: TextIO
 ) -> tuple[LatencyResult | None, str | None]:
     """A rate-limited ``dnsperf -v`` run whose per-query lines are parsed as they arrive
     (a histogram, not a list). Returns (result, error)."""
-    rate = args.latency_rate
+    rate = latency_rate(mix, args)
     cmd = dnsperf_command(
         srv.port, queryfile, args.latency_duration, mix, args, rate=rate, verbose=True
     )
@@ -817,7 +883,16 @@ def render_report(
         "runs",
         "rcodes",
     ]
-    parts.append("### Medians per (server, mix)\n\n" + (_table(header, rows) if rows else "none"))
+    medians = "### Medians per (server, mix)\n\n" + (_table(header, rows) if rows else "none")
+    tcp1 = [m for m in args.mix if m.one_query_per_conn and m.rate]
+    if tcp1:
+        medians += (
+            f"\n\n{', '.join(m.name for m in tcp1)}: one TCP connection per query at a fixed"
+            f" offered rate (dnsperf -Q {tcp1[0].rate}); compare CPU µs/q and lost, not qps"
+            " (equal by construction) nor latency (dnsperf's own up-to-100 ms receive"
+            " wait); see benchmarks/README.md."
+        )
+    parts.append(medians)
 
     ratio_rows = []
     for mix in args.mix:
@@ -928,6 +1003,12 @@ def write_markdown(
         f"- dnsperf: -l {args.duration:g} -c {args.clients} -q {args.outstanding}"
         f" -t {args.timeout:g}; {args.rounds} round(s); pinned: {'yes' if args.pin else 'no'};"
         f" knot udp-workers / nsd server-count: {args.workers}",
+        *(
+            f"- {m.name}: dnsperf -c {m.clients} -T {m.threads} -q {m.outstanding}"
+            + (f" -Q {m.rate}" if m.rate else " (no rate limit)")
+            for m in args.mix
+            if m.one_query_per_conn
+        ),
         "- latency (p50/p99): "
         + (
             f"dnsperf -v -Q {args.latency_rate} -l {args.latency_duration:g} after each run,"
@@ -1061,6 +1142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "argv": argv,
                     "versions": versions,
+                    "mixes": [asdict(m) for m in args.mix],
                     "startups": [asdict(s) for s in startups.values()],
                     "samples": [asdict(s) for s in samples],
                 },

@@ -145,3 +145,42 @@ def test_latency_options() -> None:
     assert _args("--latency-duration", "0").latency_duration == 0
     with pytest.raises(SystemExit):
         _args("--latency-rate", "0")
+
+
+def test_mixes_and_their_transport() -> None:
+    assert run.parse_mix("tld").flags == ()
+    assert run.parse_mix("random-do").flags == ("-D",)
+    tcp = run.parse_mix("tld-do-tcp")
+    assert tcp.transport == "tcp" and not tcp.one_query_per_conn
+    assert tcp.clients is None and tcp.rate is None  # the command line's -c / -q
+    assert run.parse_mix("tld-edns").transport == "udp"
+    with pytest.raises(Exception, match="bad mix"):
+        run.parse_mix("tld-tcp2")
+    with pytest.raises(Exception, match="bad mix"):
+        run.parse_mix("soa-do")
+
+
+def test_one_query_per_connection_mix_runs_at_a_fixed_rate() -> None:
+    mix = run.parse_mix("tld-do-tcp1")
+    assert mix.one_query_per_conn and mix.transport == "tcp"
+    assert (mix.clients, mix.outstanding, mix.threads, mix.rate) == (
+        run.TCP1_CLIENTS, run.TCP1_CLIENTS, run.TCP1_THREADS, run.TCP1_RATE,
+    )
+    args = _args("--mix", "tld-do-tcp1,tld-do-tcp", "--tcp1-clients", "50", "--tcp1-rate", "120")
+    tcp1, tcp = args.mix
+    assert (tcp1.clients, tcp1.outstanding, tcp1.threads, tcp1.rate) == (50, 50, 4, 120)
+    assert tcp.clients is None
+
+    cmd = run.dnsperf_command(53, Path("q"), 20, tcp1, args)
+    joined = " ".join(cmd)
+    assert "-c 50 -T 4 -q 50" in joined and "-Q 120" in joined
+    assert "-m tcp -O num-queries-per-conn=1" in joined and "-D" in cmd
+    # the latency run never exceeds the mix's rate
+    assert run.latency_rate(tcp1, args) == 120
+    assert run.latency_rate(tcp, args) == 20000
+    lat = run.dnsperf_command(53, Path("q"), 5, tcp1, args, rate=120, verbose=True)
+    assert lat[lat.index("-Q") + 1] == "120"
+
+    plain = run.dnsperf_command(53, Path("q"), 20, tcp, args)
+    assert "-T" not in plain and "-Q" not in plain and "num-queries-per-conn=1" not in plain
+    assert _args("--mix", "tld-tcp1", "--tcp1-rate", "0").mix[0].rate is None
