@@ -21,6 +21,7 @@ import dns.rdatatype
 
 __all__ = [
     "NSEC3_HASH_SHA1",
+    "Nsec3Chain",
     "OPT_OUT",
     "ChainEntry",
     "b32hex",
@@ -105,9 +106,19 @@ def key_labels(key: bytes) -> list[bytes]:
     return [_unescape(part) for part in reversed(key[:-1].split(b"\x00"))]
 
 
+_LENGTH = [bytes((n,)) for n in range(256)]
+
+
 def key_to_wire(key: bytes) -> bytes:
     """Canonical (lowercased, uncompressed) wire form of the key's name."""
-    return b"".join(bytes((len(label),)) + label for label in key_labels(key)) + b"\x00"
+    if not key:
+        return b"\x00"
+    labels = key[:-1].split(b"\x00")
+    if b"\x01" in key:
+        labels = [_unescape(label) for label in labels]
+    labels.reverse()
+    length = _LENGTH
+    return b"".join([length[len(label)] + label for label in labels]) + b"\x00"
 
 
 def key_to_name(key: bytes) -> dns.name.Name:
@@ -157,8 +168,16 @@ def nsec3_hash(wire: bytes, salt: bytes = b"", iterations: int = 0) -> bytes:
     return digest
 
 
+_B32HEX_PAIRS = [a + b for a in "0123456789abcdefghijklmnopqrstuv"
+                 for b in "0123456789abcdefghijklmnopqrstuv"]
+_SHA1_SHIFTS = tuple(range(150, -1, -10))
+
+
 def b32hex(data: bytes) -> str:
     """Base32 with the extended hex alphabet (RFC 4648 §7), lowercase, no padding."""
+    if len(data) == 20:  # a SHA-1 digest: 160 bits, 32 characters, 10 bits at a time
+        n = int.from_bytes(data, "big")
+        return "".join([_B32HEX_PAIRS[(n >> shift) & 1023] for shift in _SHA1_SHIFTS])
     return base64.b32hexencode(data).decode("ascii").rstrip("=").lower()
 
 
@@ -168,6 +187,10 @@ _TYPE_TEXT: dict[tuple[int, ...], str] = {}
 
 def type_bitmap(types: Iterable[int]) -> bytes:
     """The Type Bit Maps field of NSEC/NSEC3 (RFC 4034 §4.1.2) for these types."""
+    if type(types) is tuple:  # the same tuple again and again (a TLD's delegations)
+        cached = _BITMAPS.get(types)
+        if cached is not None:
+            return cached
     key = tuple(sorted(set(types)))
     cached = _BITMAPS.get(key)
     if cached is not None:
@@ -183,17 +206,25 @@ def type_bitmap(types: Iterable[int]) -> bytes:
     result = bytes(out)
     if len(_BITMAPS) < 4096:
         _BITMAPS[key] = result
+        if type(types) is tuple:
+            _BITMAPS[types] = result
     return result
 
 
 def types_text(types: Iterable[int]) -> str:
     """Mnemonics of the types in numeric order, separated by spaces."""
+    if type(types) is tuple:
+        cached = _TYPE_TEXT.get(types)
+        if cached is not None:
+            return cached
     key = tuple(sorted(set(types)))
     cached = _TYPE_TEXT.get(key)
     if cached is None:
         cached = " ".join(dns.rdatatype.to_text(t) for t in key)
         if len(_TYPE_TEXT) < 4096:
             _TYPE_TEXT[key] = cached
+            if type(types) is tuple:
+                _TYPE_TEXT[types] = cached
     return cached
 
 
@@ -211,6 +242,57 @@ def nsec3param_rdata(salt: bytes, iterations: int) -> tuple[str, bytes]:
 # ---------------------------------------------------------------------------
 
 
+class Nsec3Chain:
+    """NSEC3 records for the given original names (RFC 5155 §7.1), kept compact: one
+    record is built when it is asked for (a TLD's chain has hundreds of thousands).
+
+    *entries* are (key, types): every name that gets an NSEC3 (the caller has applied
+    opt-out and added empty non-terminals with no types). Types are those of the
+    bitmap (RRSIG included by the caller when the name has signatures; NSEC3 itself
+    never appears). ``owners`` are the owner keys in hash order, which is also their
+    canonical order; ``record(i)`` is (owner key, rdata text, rdata wire) of the i-th,
+    the last one pointing back to the first.
+    """
+
+    def __init__(self, entries: Iterable[ChainEntry], origin_key: bytes, *,
+                 salt: bytes = b"", iterations: int = 0, opt_out: bool = True):
+        if len(salt) > 255:
+            raise ValueError("NSEC3 salt longer than 255 octets")
+        if not 0 <= iterations <= 65535:
+            raise ValueError("NSEC3 iterations must be 0..65535")
+        hashed = [(nsec3_hash(key_to_wire(key), salt, iterations), types, key)
+                  for key, types in entries]
+        hashed.sort(key=lambda item: item[0])
+        for (a, _t, key_a), (b, _u, key_b) in zip(hashed, hashed[1:], strict=False):
+            if a == b:
+                first, second = key_to_name(key_a), key_to_name(key_b)
+                raise ValueError(
+                    f"NSEC3 hash collision between {first} and {second}: change the salt")
+        self.digests = [item[0] for item in hashed]
+        self.types = [item[1] for item in hashed]
+        del hashed
+        self.owners = [origin_key + b32hex(d).encode("ascii") + b"\x00" for d in self.digests]
+        self._cut = len(origin_key)
+        flags = OPT_OUT if opt_out else 0
+        head = bytes((NSEC3_HASH_SHA1, flags)) + iterations.to_bytes(2, "big")
+        self._head = head + bytes((len(salt),)) + salt + b"\x14"
+        salt_text = salt.hex().upper() if salt else "-"
+        self._text_head = f"{NSEC3_HASH_SHA1} {flags} {iterations} {salt_text} "
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    def record(self, i: int) -> tuple[bytes, str, bytes]:
+        following = (i + 1) % len(self.digests)
+        types = self.types[i]
+        tt = types_text(types)
+        text = self._text_head + self.owners[following][self._cut : -1].decode("ascii")
+        if tt:
+            text += " " + tt
+        wire = self._head + self.digests[following] + type_bitmap(types)
+        return self.owners[i], text, wire
+
+
 def nsec3_chain(
     entries: Iterable[ChainEntry],
     origin_key: bytes,
@@ -219,42 +301,10 @@ def nsec3_chain(
     iterations: int = 0,
     opt_out: bool = True,
 ) -> list[tuple[bytes, str, bytes]]:
-    """NSEC3 records for the given original names (RFC 5155 §7.1).
-
-    *entries* are (key, types): every name that gets an NSEC3 (the caller has applied
-    opt-out and added empty non-terminals with no types). Types are those of the
-    bitmap (RRSIG included by the caller when the name has signatures; NSEC3 itself
-    never appears). Returns (owner key, rdata text, rdata wire) sorted by hash, the
-    last one pointing back to the first.
-    """
-    if len(salt) > 255:
-        raise ValueError("NSEC3 salt longer than 255 octets")
-    if not 0 <= iterations <= 65535:
-        raise ValueError("NSEC3 iterations must be 0..65535")
-    hashed: list[tuple[bytes, Sequence[int]]] = []
-    seen: dict[bytes, bytes] = {}
-    for key, types in entries:
-        digest = nsec3_hash(key_to_wire(key), salt, iterations)
-        other = seen.get(digest)
-        if other is not None:
-            a, b = key_to_name(other), key_to_name(key)
-            raise ValueError(f"NSEC3 hash collision between {a} and {b}: change the salt")
-        seen[digest] = key
-        hashed.append((digest, types))
-    hashed.sort(key=lambda item: item[0])
-    flags = OPT_OUT if opt_out else 0
-    head = bytes((NSEC3_HASH_SHA1, flags)) + iterations.to_bytes(2, "big")
-    head += bytes((len(salt),)) + salt + b"\x14"
-    text_head = f"{NSEC3_HASH_SHA1} {flags} {iterations} {salt.hex().upper() if salt else '-'} "
-    out = []
-    count = len(hashed)
-    for i, (digest, types) in enumerate(hashed):
-        following = hashed[(i + 1) % count][0]
-        owner_key = origin_key + b32hex(digest).encode("ascii") + b"\x00"
-        tt = types_text(types)
-        text = text_head + b32hex(following) + (" " + tt if tt else "")
-        out.append((owner_key, text, head + following + type_bitmap(types)))
-    return out
+    """Every record of :class:`Nsec3Chain` (owner key, rdata text, rdata wire), sorted
+    by hash."""
+    chain = Nsec3Chain(entries, origin_key, salt=salt, iterations=iterations, opt_out=opt_out)
+    return [chain.record(i) for i in range(len(chain))]
 
 
 def nsec_chain(entries: Sequence[ChainEntry]) -> list[tuple[bytes, str, bytes]]:

@@ -37,11 +37,11 @@ import dns.name
 from nameserver.dnssec.keys import SigningKey, private_key_pem
 from nameserver.dnssec.nsec3 import (
     ChainEntry,
+    Nsec3Chain,
     key_of,
     key_parent,
     key_to_text,
     key_to_wire,
-    nsec3_chain,
     nsec3param_rdata,
     nsec_chain,
 )
@@ -72,6 +72,7 @@ from nameserver.dnssec.zonedata import (
     _normalize,
     _output_order,
     _push,
+    _rrset,
     _sorted_unique,
 )
 from nameserver.dnssec.zoneread import read_zone
@@ -295,12 +296,10 @@ class _Signer:
         self.auth_rrsets = 0  # RRsets at authoritative names (the ZONEMD aside)
         self.to_sign = 0  # RRsets to sign
         self.done = 0
-        self.chain_keys: list[bytes] = []
-        self.chain: dict[bytes, RRset] = {}  # NSEC3 owners (kept out of the big dict)
+        self.chain: Nsec3Chain | None = None  # its records are made as they are written
         self.nsec3 = True
         self.chain_ttl = 0
-        self.sorted_keys: list[bytes] = []
-        self.all_keys: list[bytes] = []
+        self.keys_in_order: list[bytes] = []  # every owner (the NSEC3 ones too), in order
 
     # -- step 1: strip, DNSKEY, classify -------------------------------------------
 
@@ -360,18 +359,22 @@ class _Signer:
         _link(nodes, apex, apex_node)
 
         # Zone cuts: NS below the apex. Below a cut everything is glue or occluded.
-        self.sorted_keys = sorted(nodes)
+        self.keys_in_order = sorted(nodes)
         cut: bytes | None = None
         auth, cuts, secure = self.auth, self.cuts, self.secure
         occluded = auth_rrsets = 0
-        for key in self.sorted_keys:
+        for key in self.keys_in_order:
             if cut is not None and key.startswith(cut):
                 occluded += 1
+                continue
+            rs: RRset | None = nodes[key]
+            if rs.next is None and rs.rdtype == NS and key != apex:  # type: ignore[union-attr]
+                cut = key  # an unsigned delegation, the commonest name of a TLD
+                cuts.append(key)
                 continue
             cut = None
             has_ns = has_ds = False
             count = 0
-            rs: RRset | None = nodes[key]
             while rs is not None:
                 if rs.rdtype == NS:
                     has_ns = True
@@ -387,7 +390,7 @@ class _Signer:
             else:
                 auth.append(key)
                 auth_rrsets += count
-        self.stats.names = len(self.sorted_keys)
+        self.stats.names = len(self.keys_in_order)
         self.stats.delegations = len(cuts)
         self.stats.secure_delegations = len(secure)
         self.stats.occluded = occluded
@@ -425,18 +428,20 @@ class _Signer:
                     members.add(parent)
                     entries.append((parent, ()))
                     parent = key_parent(parent)
-            chain = nsec3_chain(entries, apex, salt=salt, iterations=iterations,
-                                opt_out=opt_out)
+            chain = Nsec3Chain(entries, apex, salt=salt, iterations=iterations,
+                               opt_out=opt_out)
+            del entries, members
             param_text, param_wire = nsec3param_rdata(salt, iterations)
             _push(nodes, RRset(apex, NSEC3PARAM, 0, ttl, (param_text,), (param_wire,)))
-            for owner_key, text, wire in chain:
+            for owner_key in chain.owners:
                 if owner_key in nodes:
                     raise SignError(
                         f"the NSEC3 owner {key_to_text(owner_key)} is also a name in the zone"
                     )
-                self.chain[owner_key] = RRset(owner_key, NSEC3, 0, ttl, (text,), (wire,))
-                self.chain_keys.append(owner_key)
-            self.chain_keys.sort()
+            self.chain = chain
+            # The NSEC3 owners among the names, in order (timsort merges the two runs).
+            self.keys_in_order += chain.owners
+            self.keys_in_order.sort()
             self.stats.chain = len(chain)
             self.to_sign = self.auth_rrsets + 1 + len(secure) + len(chain)  # 1: NSEC3PARAM
         else:
@@ -453,6 +458,8 @@ class _Signer:
                 _push(nodes, RRset(key, NSEC, 0, ttl, (text,), (wire,)))
             self.stats.chain = len(entries)
             self.to_sign = self.auth_rrsets + len(secure) + len(entries)
+        # The stream classifies the names again as it goes: these served the chain.
+        self.auth, self.cuts, self.secure = [], [], set()
 
     # -- step 3: which signatures to keep, verify or make ------------------------------
 
@@ -539,7 +546,8 @@ class _Signer:
         """Walk the names in canonical order, hand out signing jobs in batches (a few
         batches ahead of the output) and yield, batch by batch, the owners' RRsets with
         their RRSIGs as the batches come back."""
-        nodes, chain, apex = self.nodes, self.chain, self.apex
+        nodes, chain, apex, chain_ttl = self.nodes, self.chain, self.apex, self.chain_ttl
+        at = 0  # the next NSEC3 record (they come in order)
         get = nodes.get
         sign = self._sign
         skip_zonemd = self.zonemd
@@ -552,10 +560,12 @@ class _Signer:
         output: list[Any] = []
         signed_here = 0
         cut: bytes | None = None
-        for key in self._all_keys():
+        for key in self.keys_in_order:
             head = get(key)
             if head is None:  # an NSEC3 record
-                rs = chain[key]
+                _owner, text, wire = chain.record(at)  # type: ignore[union-attr]
+                at += 1
+                rs = _rrset(key, NSEC3, 0, chain_ttl, text, wire)
                 sigs: _Sigs = {}
                 sign(rs, sigs, jobs, refs)
                 output.append(([rs], sigs))
@@ -679,15 +689,6 @@ class _Signer:
         self._sign(rs, sigs, jobs, refs)  # an unchanged zone keeps its ZONEMD signature too
         self._finish(self._submit(None, jobs, refs, [], 0), None)
         out.insert(where + 1, self._rrsig(rs, sigs[ZONEMD]))
-
-    # -- output order ----------------------------------------------------------------
-
-    def _all_keys(self) -> list[bytes]:
-        if self.chain_keys:
-            if not self.all_keys:  # timsort merges the two sorted runs in linear time
-                self.all_keys = sorted(self.sorted_keys + self.chain_keys)
-            return self.all_keys
-        return self.sorted_keys
 
 
 def _sorted_node(head: RRset) -> list[RRset]:

@@ -59,55 +59,51 @@ def write_zone(
         if rs.key != first.key:  # type: ignore[union-attr]
             break
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    count = 0
+    count = done = 0
     # Owners one label below the first name (a TLD's delegations, NSEC3 owners) are
     # written without taking their key apart.
     base = b"" if first is None else first.key
     suffix = "." + key_to_text(base) if base else "."
     plain = _PLAIN_LABEL.fullmatch
     tails: dict[int, str] = {}  # "\tTTL\tIN\tTYPE\t" by TTL and type
+    stream = itertools.chain(head, items)
+    last_key = None
+    owner = ""
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            buf: list[str] = []
-            append = buf.append
             if first is not None and any(r.key == first.key and r.rdtype == SOA for r in head):
-                append(f"$ORIGIN {key_to_text(first.key)}\n")
-            last_key = None
-            owner = ""
-            n = 0
-            for n, rs in enumerate(itertools.chain(head, items), 1):
-                key = rs.key
-                if key != last_key:
-                    last_key = key
-                    label = key[len(base) : -1]
-                    if key.startswith(base) and plain(label) is not None:
-                        owner = label.decode("ascii") + suffix
+                f.write(f"$ORIGIN {key_to_text(first.key)}\n")
+            while chunk := list(itertools.islice(stream, 8192)):
+                lines: list[str] = []
+                append = lines.append
+                for rs in chunk:
+                    key = rs.key
+                    if key is not last_key:  # an owner's RRsets share their key
+                        last_key = key
+                        label = key[len(base) : -1]
+                        if key.startswith(base) and plain(label) is not None:
+                            owner = label.decode("ascii") + suffix
+                        else:
+                            owner = key_to_text(key)
+                    ttl, rdtype = rs.ttl, rs.rdtype
+                    tail = tails.get(kind := ttl << 16 | rdtype)
+                    if tail is None:
+                        tail = tails[kind] = f"\t{ttl}\tIN\t{_type_text(rdtype)}\t"
+                    rd = rs._rd
+                    if type(rd) is str:
+                        append(f"{owner}{tail}{rd}\n")
                     else:
-                        owner = key_to_text(key)
-                ttl, rdtype = rs.ttl, rs.rdtype
-                tail = tails.get(ttl << 16 | rdtype)
-                if tail is None:
-                    tail = tails[ttl << 16 | rdtype] = f"\t{ttl}\tIN\t{_type_text(rdtype)}\t"
-                rd = rs._rd
-                if type(rd) is str:
-                    append(f"{owner}{tail}{rd}\n")
-                    count += 1
-                else:
-                    prefix = owner + tail
-                    buf += [f"{prefix}{text}\n" for text in rd]
-                    count += len(rd)
-                if len(buf) >= 16384:
-                    f.write("".join(buf))
-                    buf.clear()
-                    if progress is not None and total:
-                        progress("writing", n, total)
-            f.write("".join(buf))
+                        prefix = owner + tail
+                        lines += [f"{prefix}{text}\n" for text in rd]
+                count += len(lines)
+                f.write("".join(lines))
+                done += len(chunk)
+                if progress is not None and total:
+                    progress("writing", done, total)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if progress is not None and total:
-        progress("writing", total, total)
     return count
 
 
