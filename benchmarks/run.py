@@ -11,7 +11,8 @@ own loopback port, runs dnsperf against each server in turn for every mix, round
 prints medians.  The same report goes to benchmarks/out/latest.md (per-run samples in
 latest.json, raw dnsperf output in latest-raw.log).  See benchmarks/README.md.
 
-Standard library only.
+Standard library only, except the correctness sample, which uses dnspython (a dependency of
+the project: run with its venv) and is skipped, with a note in the report, without it.
 """
 
 from __future__ import annotations
@@ -180,6 +181,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=TCP1_RATE,
         help="dnsperf -Q of the -tcp1 mixes (0: unlimited; see README before raising it)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=500,
+        help="questions per mix whose answers are compared with Knot's after the rounds"
+        " (0: no comparison)",
     )
     p.add_argument(
         "--latency-rate",
@@ -749,6 +757,268 @@ def measure(
 
 
 # --------------------------------------------------------------------------------------------
+# Correctness sample: the same questions to every server and to Knot
+# --------------------------------------------------------------------------------------------
+
+SAMPLE_EXAMPLES = 5  # mismatching questions listed per (server, mix)
+SAMPLE_TIMEOUT = 2.0  # seconds per try; UDP is tried twice
+SAMPLE_GIVE_UP = 5  # consecutive unanswered questions after which a server is skipped
+
+
+def sample_questions(path: Path, n: int) -> list[tuple[str, str]]:
+    """``n`` (name, TYPE) lines spread evenly over a dnsperf query file: line
+    ``i * lines // n`` for i in 0..n-1, the same lines every time for the same file.
+    Reads the file twice instead of holding it."""
+    with open(path, "rb") as fh:
+        total = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    n = min(n, total)
+    if n <= 0:
+        return []
+    wanted = [i * total // n for i in range(n)]  # strictly increasing as n <= total
+    picked: list[tuple[str, str]] = []
+    it = iter(wanted)
+    nxt = next(it, None)
+    with open(path) as fh:
+        for lineno, line in enumerate(fh):
+            if nxt is None:
+                break
+            if lineno == nxt:
+                parts = line.split()
+                if len(parts) >= 2:
+                    picked.append((parts[0], parts[1]))
+                nxt = next(it, None)
+    return picked
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the sample compares: rcode, AA, TC and the record counts of the answer,
+    authority and additional sections (as in the header: the OPT record counts)."""
+
+    rcode: str
+    aa: bool
+    tc: bool
+    counts: tuple[int, int, int]
+
+    def text(self) -> str:
+        flags = "".join(f" {f}" for f, on in (("aa", self.aa), ("tc", self.tc)) if on)
+        return f"{self.rcode}{flags} {'/'.join(map(str, self.counts))}"
+
+
+def response_shape(message: Any) -> Shape:
+    """The :class:`Shape` of a dnspython ``dns.message.Message``."""
+    import dns.flags
+    import dns.message
+    import dns.rcode
+
+    return Shape(
+        rcode=dns.rcode.to_text(message.rcode()),
+        aa=bool(message.flags & dns.flags.AA),
+        tc=bool(message.flags & dns.flags.TC),
+        counts=(
+            message.section_count(dns.message.ANSWER),
+            message.section_count(dns.message.AUTHORITY),
+            message.section_count(dns.message.ADDITIONAL),
+        ),
+    )
+
+
+def sample_query(name: str, qtype: str, mix: Mix) -> Any:
+    """The question as dnsperf sends it for ``mix``: RD set; with -e or -D, EDNS version 0
+    with a 4096-byte payload, and DO with -D."""
+    import dns.message
+
+    do = "-D" in mix.flags
+    edns = do or "-e" in mix.flags
+    return dns.message.make_query(
+        name, qtype, use_edns=0 if edns else False, want_dnssec=do, payload=4096
+    )
+
+
+def ask(query: Any, port: int, transport: str) -> Shape | str:
+    """Send ``query`` to 127.0.0.1:``port``; the response's :class:`Shape`, or an error."""
+    import dns.exception
+    import dns.query
+
+    tries = 2 if transport == "udp" else 1
+    error = "no answer"
+    for _ in range(tries):
+        try:
+            if transport == "udp":
+                resp = dns.query.udp(query, "127.0.0.1", port=port, timeout=SAMPLE_TIMEOUT)
+            else:
+                resp = dns.query.tcp(query, "127.0.0.1", port=port, timeout=SAMPLE_TIMEOUT)
+        except dns.exception.Timeout:
+            error = f"no answer within {SAMPLE_TIMEOUT:g} s"
+            continue
+        except (OSError, dns.exception.DNSException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return response_shape(resp)
+    return error
+
+
+@dataclass
+class SampleCheck:
+    """One server's answers to one mix's sample, compared with Knot's."""
+
+    server: str
+    mix: str
+    sampled: int
+    compared: int = 0  # questions Knot answered and this server was asked
+    mismatches: int = 0  # includes questions this server did not answer
+    no_answer: int = 0
+    skipped: str | None = None  # why the rest of the sample was not asked
+    examples: list[str] = field(default_factory=list)
+
+    def cell(self) -> str:
+        return f"{self.mismatches}/{self.compared}" + ("!" if self.skipped else "")
+
+
+@dataclass
+class Correctness:
+    reference: str | None  # how Knot took part, or None: no comparison was made
+    note: str | None = None  # why not, or what else to know
+    questions: dict[str, int] = field(default_factory=dict)  # mix -> sampled
+    ref_unanswered: dict[str, int] = field(default_factory=dict)  # mix -> Knot's silences
+    checks: list[SampleCheck] = field(default_factory=list)
+
+    def check(self, server: str, mix: str) -> SampleCheck | None:
+        for c in self.checks:
+            if c.server == server and c.mix == mix:
+                return c
+        return None
+
+
+def compare_sample(
+    questions: list[tuple[str, str]],
+    mix: Mix,
+    ref: Callable[[Any], Shape | str],
+    servers: Mapping[str, Callable[[Any], Shape | str]],
+    alive: Callable[[str], bool] = lambda name: True,
+) -> tuple[list[SampleCheck], int]:
+    """Ask every question of ``mix`` to ``ref`` and to each server (callables taking the
+    query), compare the shapes; returns the checks and the number of questions the
+    reference left unanswered (not compared)."""
+    checks = {name: SampleCheck(name, mix.name, len(questions)) for name in servers}
+    silent = dict.fromkeys(servers, 0)
+    ref_unanswered = 0
+    for name, qtype in questions:
+        query = sample_query(name, qtype, mix)
+        expected = ref(query)
+        if isinstance(expected, str):
+            ref_unanswered += 1
+            continue
+        for server, send in servers.items():
+            check = checks[server]
+            if check.skipped:
+                continue
+            if not alive(server):
+                check.skipped = "server not running"
+                continue
+            got = send(query)
+            check.compared += 1
+            if isinstance(got, str):
+                check.no_answer += 1
+                silent[server] += 1
+                if silent[server] >= SAMPLE_GIVE_UP:
+                    check.skipped = f"{SAMPLE_GIVE_UP} questions in a row unanswered"
+            else:
+                silent[server] = 0
+            if got != expected:
+                check.mismatches += 1
+                shown = got if isinstance(got, str) else got.text()
+                example = f"{name} {qtype}: {server} {shown}, knot {expected.text()}"
+                if len(check.examples) < SAMPLE_EXAMPLES and example not in check.examples:
+                    check.examples.append(example)
+    return list(checks.values()), ref_unanswered
+
+
+def check_correctness(
+    args: argparse.Namespace,
+    zone: Path,
+    queries: Mapping[str, Path],
+    servers: Mapping[str, rs.RefServer],
+) -> Correctness:
+    """Compare a sample of each mix's questions between every running server and Knot,
+    starting Knot on its own port if it is not among the servers."""
+    if args.sample <= 0:
+        return Correctness(None, "off (--sample 0)")
+    try:
+        import dns.message  # noqa: F401
+        import dns.query  # noqa: F401
+    except ImportError:
+        return Correctness(
+            None, "no comparison made: dnspython is not importable (use the project's venv)"
+        )
+    others = {n: s for n, s in servers.items() if n != "knot" and s.alive()}
+    if not others:
+        return Correctness(None, "no comparison made: no server other than Knot is running")
+    knot = servers.get("knot")
+    started: rs.RefServer | None = None
+    if knot is not None and knot.alive():
+        reference = "knot (under test)"
+    else:
+        try:
+            knot = started = start_server("knot", zone, rs.free_port(), args)
+            knot.wait_ready(args.ready_timeout)
+        except rs.ServerStartError as exc:
+            if started is not None:
+                started.stop()
+            return Correctness(None, f"no comparison made: Knot did not start: {exc}")
+        reference = "knot (started for the sample only)"
+    result = Correctness(reference)
+    try:
+        for mix in args.mix:
+            questions = sample_questions(queries[mix.base], args.sample)
+            result.questions[mix.name] = len(questions)
+
+            def sender(port: int, transport: str = mix.transport) -> Callable[[Any], Any]:
+                return lambda query: ask(query, port, transport)
+
+            checks, unanswered = compare_sample(
+                questions,
+                mix,
+                sender(knot.port),
+                {name: sender(srv.port) for name, srv in others.items()},
+                alive=lambda name: others[name].alive(),
+            )
+            result.checks += checks
+            result.ref_unanswered[mix.name] = unanswered
+    finally:
+        if started is not None:
+            started.stop()
+    return result
+
+
+def correctness_report(result: Correctness) -> str:
+    """Markdown: the reference, mismatches per (server, mix) and the first examples."""
+    head = "### Correctness sample (rcode, AA, TC and section counts, compared with Knot)\n\n"
+    if result.reference is None:
+        return head + (result.note or "no comparison made")
+    lines = [
+        f"Reference: {result.reference}. A mismatch shows rcode, flags and the counts of"
+        " answer/authority/additional records (OPT included) of both answers."
+    ]
+    if result.note:
+        lines.append(result.note)
+    for mix, n in result.questions.items():
+        silent = result.ref_unanswered.get(mix, 0)
+        lines.append(
+            f"- {mix}: {n} questions spread over the query file"
+            + (f"; Knot did not answer {silent} (not compared)" if silent else "")
+        )
+        for c in (c for c in result.checks if c.mix == mix):
+            text = f"  - {c.server}: {c.mismatches} of {c.compared} differ"
+            if c.no_answer:
+                text += f" ({c.no_answer} unanswered)"
+            if c.skipped:
+                text += f"; stopped early: {c.skipped}"
+            lines.append(text)
+            lines += [f"    - `{e}`" for e in c.examples]
+    return head + "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
 
@@ -830,12 +1100,22 @@ def _rcode_text(rcodes: dict[str, int]) -> str:
     return ", ".join(f"{code} {100 * count / total:.1f}%" for code, count in ordered)
 
 
+def _correctness_cell(correctness: Correctness | None, server: str, mix: str) -> str:
+    if correctness is None or correctness.reference is None:
+        return "–"
+    if server == "knot" and correctness.reference.endswith("(under test)"):
+        return "ref"
+    check = correctness.check(server, mix)
+    return check.cell() if check else "–"
+
+
 def render_report(
     args: argparse.Namespace,
     startups: dict[str, Startup],
     samples: list[Sample],
     *,
     interrupted: bool,
+    correctness: Correctness | None = None,
 ) -> tuple[str, str]:
     """Return (tables, failures) as Markdown text."""
     summary = summarize(samples)
@@ -863,6 +1143,7 @@ def render_report(
                     _fmt(st["rss_mb"], ".1f"),
                     _fmt(st["pss_mb"], ".1f"),
                     f"{st['runs']}" + (f" ({st['failed']} failed)" if st["failed"] else ""),
+                    _correctness_cell(correctness, server, mix.name),
                     _rcode_text(st["rcodes"]),
                 ]
             )
@@ -881,6 +1162,7 @@ def render_report(
         "RSS MB",
         "PSS MB",
         "runs",
+        "≠ knot",
         "rcodes",
     ]
     medians = "### Medians per (server, mix)\n\n" + (_table(header, rows) if rows else "none")
@@ -947,6 +1229,8 @@ def render_report(
                 _fmt(None if su.pss_bytes is None else su.pss_bytes / MB, ".1f"),
             ]
         )
+    if correctness is not None:
+        parts.append(correctness_report(correctness))
     parts.append(
         "### Startup (spawn -> first NOERROR SOA answer; memory then, before load)\n\n"
         + _table(["server", "start", "first answer s", "pids", "RSS MB", "PSS MB"], start_rows)
@@ -966,6 +1250,10 @@ def render_report(
                 f"- **{s.server} {s.mix} round {s.round}: latency run failed**:"
                 f"\n\n```\n{s.latency_error}\n```"
             )
+    if correctness is not None:
+        for c in correctness.checks:
+            if c.skipped:
+                failures.append(f"- **{c.server} {c.mix} correctness sample**: {c.skipped}")
     if interrupted:
         failures.append("- **interrupted** (Ctrl-C / SIGTERM): results are partial")
     return "\n\n".join(parts), "\n".join(failures)
@@ -1049,6 +1337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers: dict[str, rs.RefServer] = {}
     startups: dict[str, Startup] = {}
     samples: list[Sample] = []
+    correctness: Correctness | None = None
     interrupted = False
     zone: Path | None = None
     queries: dict[str, Path] = {}
@@ -1120,6 +1409,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                             )
                         else:
                             print(f"FAILED: {s.error}", flush=True)
+            if servers:
+                # After the rounds: answers as served under load, caches warm.
+                print(
+                    f"correctness sample: {args.sample} questions per mix, compared with Knot",
+                    flush=True,
+                )
+                correctness = check_correctness(args, zone, queries, servers)
         finally:
             raw.close()
     except KeyboardInterrupt:
@@ -1130,7 +1426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             srv.stop()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    tables, failures = render_report(args, startups, samples, interrupted=interrupted)
+    if correctness is None and servers:
+        correctness = Correctness(None, "not run (interrupted or failed before the end)")
+    tables, failures = render_report(
+        args, startups, samples, interrupted=interrupted, correctness=correctness
+    )
     print("\n" + tables)
     if failures:
         print("\n### Failures\n\n" + failures)
@@ -1145,6 +1445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "mixes": [asdict(m) for m in args.mix],
                     "startups": [asdict(s) for s in startups.values()],
                     "samples": [asdict(s) for s in samples],
+                    "correctness": asdict(correctness) if correctness else None,
                 },
                 indent=1,
             )

@@ -184,3 +184,144 @@ def test_one_query_per_connection_mix_runs_at_a_fixed_rate() -> None:
     plain = run.dnsperf_command(53, Path("q"), 20, tcp, args)
     assert "-T" not in plain and "-Q" not in plain and "num-queries-per-conn=1" not in plain
     assert _args("--mix", "tld-tcp1", "--tcp1-rate", "0").mix[0].rate is None
+
+
+# --------------------------------------------------------------------------------------------
+# Correctness sample
+# --------------------------------------------------------------------------------------------
+
+
+def test_sample_questions_are_spread_and_deterministic(tmp_path: Path) -> None:
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("".join(f"n{i}.coop A\n" for i in range(1000)))
+    picked = run.sample_questions(qfile, 4)
+    assert picked == [("n0.coop", "A"), ("n250.coop", "A"), ("n500.coop", "A"),
+                      ("n750.coop", "A")]
+    assert run.sample_questions(qfile, 4) == picked
+    assert len(run.sample_questions(qfile, 5000)) == 1000  # never more than the file
+    assert run.sample_questions(qfile, 0) == []
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert run.sample_questions(empty, 10) == []
+
+
+def test_sample_query_is_what_dnsperf_sends() -> None:
+    import dns.flags
+
+    plain = run.sample_query("a.coop", "A", run.parse_mix("tld"))
+    assert plain.edns < 0 and plain.flags & dns.flags.RD
+    edns = run.sample_query("a.coop", "A", run.parse_mix("tld-edns"))
+    assert edns.edns == 0 and edns.payload == 4096 and not edns.ednsflags & dns.flags.DO
+    do = run.sample_query("a.coop", "DS", run.parse_mix("random-do-tcp1"))
+    assert do.edns == 0 and do.payload == 4096 and do.ednsflags & dns.flags.DO
+    assert str(do.question[0].name) == "a.coop."
+
+
+def test_response_shape_counts_records_like_the_header() -> None:
+    import dns.flags
+    import dns.message
+    import dns.rcode
+    import dns.rrset
+
+    query = run.sample_query("x.example.coop", "A", run.parse_mix("tld-do"))
+    resp = dns.message.make_response(query)
+    resp.set_rcode(dns.rcode.NOERROR)
+    resp.authority.append(
+        dns.rrset.from_text("example.coop.", 3600, "IN", "NS", "ns1.example.coop.",
+                            "ns2.example.coop.")
+    )
+    resp.additional.append(
+        dns.rrset.from_text("ns1.example.coop.", 3600, "IN", "A", "192.0.2.1")
+    )
+    shape = run.response_shape(dns.message.from_wire(resp.to_wire()))
+    assert shape == run.Shape("NOERROR", aa=False, tc=False, counts=(0, 2, 2))  # + OPT
+    assert shape.text() == "NOERROR 0/2/2"
+    resp.flags |= dns.flags.AA | dns.flags.TC
+    resp.set_rcode(dns.rcode.NXDOMAIN)
+    assert run.response_shape(resp).text() == "NXDOMAIN aa tc 0/2/2"
+
+
+def _shape(rcode: str = "NOERROR", counts: tuple[int, int, int] = (1, 0, 1)) -> object:
+    return run.Shape(rcode, aa=True, tc=False, counts=counts)
+
+
+def test_compare_sample_counts_mismatches_and_silences() -> None:
+    questions = [(f"q{i}.coop", "A") for i in range(6)]
+    mix = run.parse_mix("tld-do")
+
+    def ref(query: object) -> object:
+        name = str(query.question[0].name)
+        return "no answer" if name == "q5.coop." else _shape()
+
+    def good(query: object) -> object:
+        return _shape()
+
+    def wrong(query: object) -> object:
+        name = str(query.question[0].name)
+        if name in ("q1.coop.", "q3.coop."):
+            return _shape("NXDOMAIN", (0, 4, 1))
+        return "no answer within 2 s" if name == "q2.coop." else _shape()
+
+    checks, ref_silent = run.compare_sample(questions, mix, ref, {"ours": good, "bad": wrong})
+    assert ref_silent == 1
+    ours, bad = checks
+    assert (ours.server, ours.mix, ours.sampled, ours.compared, ours.mismatches) == (
+        "ours", "tld-do", 6, 5, 0
+    )
+    assert ours.cell() == "0/5"
+    assert (bad.compared, bad.mismatches, bad.no_answer) == (5, 3, 1)
+    assert bad.examples == [
+        "q1.coop A: bad NXDOMAIN aa 0/4/1, knot NOERROR aa 1/0/1",
+        "q2.coop A: bad no answer within 2 s, knot NOERROR aa 1/0/1",
+        "q3.coop A: bad NXDOMAIN aa 0/4/1, knot NOERROR aa 1/0/1",
+    ]
+
+
+def test_compare_sample_gives_up_on_a_silent_or_dead_server() -> None:
+    questions = [(f"q{i}.coop", "A") for i in range(20)]
+    mix = run.parse_mix("tld")
+    checks, _ = run.compare_sample(
+        questions, mix, lambda q: _shape(), {"mute": lambda q: "no answer"}
+    )
+    (mute,) = checks
+    assert mute.compared == run.SAMPLE_GIVE_UP and mute.mismatches == run.SAMPLE_GIVE_UP
+    assert mute.skipped and mute.cell().endswith("!")
+    assert len(mute.examples) == min(run.SAMPLE_EXAMPLES, run.SAMPLE_GIVE_UP)
+
+    same = [("q.coop", "A")] * 3  # a question met twice is listed once
+    checks, _ = run.compare_sample(same, mix, lambda q: _shape(), {"x": lambda q: _shape("X")})
+    assert checks[0].mismatches == 3 and len(checks[0].examples) == 1
+
+    checks, _ = run.compare_sample(
+        questions, mix, lambda q: _shape(), {"dead": lambda q: _shape()},
+        alive=lambda name: False,
+    )
+    assert checks[0].compared == 0 and checks[0].skipped == "server not running"
+
+
+def test_correctness_in_the_report() -> None:
+    args = _args("--servers", "ours,knot", "--mix", "tld-do")
+    sample = run.Sample("ours", "tld-do", 1, ok=True, dnsperf=run.parse_dnsperf(STATS))
+    ref_sample = run.Sample("knot", "tld-do", 1, ok=True, dnsperf=run.parse_dnsperf(STATS))
+    check = run.SampleCheck("ours", "tld-do", 3, compared=3, mismatches=1,
+                            examples=["a.coop A: ours NXDOMAIN 0/4/1, knot NOERROR 0/4/3"])
+    result = run.Correctness("knot (under test)", questions={"tld-do": 3}, checks=[check])
+    tables, failures = run.render_report(
+        args, {}, [sample, ref_sample], interrupted=False, correctness=result
+    )
+    assert "≠ knot" in tables
+    rows = {line.split("|")[1].strip(): line for line in tables.splitlines()
+            if "| tld-do " in line and not line.startswith("| tld-do")}
+    assert "| 1/3 " in rows["ours"] and "| ref " in rows["knot"]
+    assert "ours: 1 of 3 differ" in tables
+    assert "`a.coop A: ours NXDOMAIN 0/4/1, knot NOERROR 0/4/3`" in tables
+    assert failures == ""
+
+    none = run.Correctness(None, "no comparison made: Knot did not start: boom")
+    tables, _ = run.render_report(args, {}, [sample], interrupted=False, correctness=none)
+    assert "no comparison made: Knot did not start: boom" in tables
+
+
+def test_sample_option() -> None:
+    assert _args().sample == 500
+    assert _args("--sample", "0").sample == 0
