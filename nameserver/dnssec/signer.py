@@ -255,12 +255,12 @@ def sign_zone_iter(
     return itertools.chain.from_iterable(signer.stream(pool, n_workers, progress, started))
 
 
-# Where the RRSIGs of an owner's RRsets gather, by type covered: (text, canonical wire
-# or None) as they come.
-_Sigs = dict[int, list[tuple[str, bytes | None]]]
+# Where a signing job's RRSIG goes: its place in the batch's output, the RRset it signs
+# and, when the RRset has more than one signature, the list gathering them.
+_Ref = tuple[int, RRset, list[tuple[str, bytes | None]] | None]
 # A batch of signing jobs under way: (its result or AsyncResult, where each of its
 # RRSIGs goes, the output it completes in order, how many RRsets it signs).
-_Batch = tuple[Any, list[tuple[_Sigs, int]], list[Any], int]
+_Batch = tuple[Any, list[_Ref], list[Any], int]
 
 
 class _Signer:
@@ -477,9 +477,13 @@ class _Signer:
         self.now, self.refresh, self.spread = now, refresh, spread
         self.inception, self.expiration = inception, expiration
 
-    def _sign(self, rs: RRset, sigs: _Sigs, jobs: list[tuple[Any, ...]],
-              refs: list[tuple[_Sigs, int]]) -> None:
-        """Add the jobs that sign *rs* (one per signing key), or keep old signatures."""
+    def _sign(self, rs: RRset, output: list[Any], jobs: list[tuple[Any, ...]],
+              refs: list[_Ref]) -> None:
+        """Put *rs* in the output, followed by the place of its RRSIG RRset, and add the
+        jobs that sign it (one per signing key), or keep old signatures."""
+        output.append(rs)
+        pos = len(output)
+        output.append(None)  # the RRSIG RRset, once made
         canons = rs.canon
         if canons is None:
             canons = _fill_canon(rs)
@@ -489,14 +493,13 @@ class _Signer:
         else:
             indexes = self.zsk_indexes
         old = self.prev_sigs.get((key, rdtype)) if self.prev_sigs else None
-        if old is None:
-            for i in indexes:
-                jobs.append((i, key, rdtype, rs.ttl, canons, None))
-                refs.append((sigs, rdtype))
+        if old is None and len(indexes) == 1:  # one new signature: the usual case
+            jobs.append((indexes[0], key, rdtype, rs.ttl, canons, None))
+            refs.append((pos, rs, None))
             return
         keys, prev = self.keys, self.prev
         candidates: dict[int, bytes] = {}
-        if prev is None or _same_rrset(prev, rs):
+        if old is not None and (prev is None or _same_rrset(prev, rs)):
             labels = _labels(key)
             signer_wire = self.signer_wire
             cut = 18 + len(signer_wire)
@@ -509,18 +512,22 @@ class _Signer:
                 for i in indexes:
                     if keys[i].algorithm == alg and keys[i].key_tag == tag:
                         candidates.setdefault(i, c)
+        found_sigs: list[tuple[str, bytes | None]] = []  # RRSIGs of rs, as they come
+        waiting = False
         for i in indexes:
             found = candidates.get(i)
             if found is not None and prev is not None:
                 text = rrsig_text(found, len(self.signer_wire), self.origin_text)
-                sigs.setdefault(rdtype, []).append(
-                    (text, found if self.keep_sig_canon else None))
+                found_sigs.append((text, found if self.keep_sig_canon else None))
                 self.stats.kept_signatures += 1
                 continue
             # Without a previous zone, an old signature found in the input is verified
             # (in the worker) before it is kept.
             jobs.append((i, key, rdtype, rs.ttl, canons, found))
-            refs.append((sigs, rdtype))
+            refs.append((pos, rs, found_sigs))
+            waiting = True
+        if not waiting:
+            output[pos] = self._rrsig(rs, found_sigs)
 
     # -- step 4: sign in order, as the output is consumed ---------------------------
 
@@ -556,8 +563,9 @@ class _Signer:
         # Enough batches to keep every worker busy, however small the zone.
         size = min(_BATCH, max(64, self.to_sign // (4 * workers))) if pool else _BATCH
         jobs: list[tuple[Any, ...]] = []
-        refs: list[tuple[_Sigs, int]] = []
+        refs: list[_Ref] = []
         output: list[Any] = []
+        append = output.append
         signed_here = 0
         cut: bytes | None = None
         for key in self.keys_in_order:
@@ -565,40 +573,45 @@ class _Signer:
             if head is None:  # an NSEC3 record
                 _owner, text, wire = chain.record(at)  # type: ignore[union-attr]
                 at += 1
-                rs = _rrset(key, NSEC3, 0, chain_ttl, text, wire)
-                sigs: _Sigs = {}
-                sign(rs, sigs, jobs, refs)
-                output.append(([rs], sigs))
+                sign(_rrset(key, NSEC3, 0, chain_ttl, text, wire), output, jobs, refs)
                 signed_here += 1
             elif cut is not None and key.startswith(cut):
                 # Glue or occluded data below a zone cut: as it is.
-                output.append(head if head.next is None else (_sorted_node(head), None))
+                if head.next is None:
+                    append(head)
+                else:
+                    output += _sorted_node(head)
                 continue
             elif head.next is None and head.rdtype == NS and key != apex:
                 cut = key  # an unsigned delegation (NS alone): nothing to sign
-                output.append(head)
+                append(head)
                 continue
             else:
                 cut = None
                 node = [head] if head.next is None else _sorted_node(head)
-                if key != apex and any(rs.rdtype == NS for rs in node):
+                if key == apex:
+                    for rs in node:
+                        if skip_zonemd and rs.rdtype == ZONEMD:
+                            append(rs)  # signed last, over the whole zone
+                        else:
+                            sign(rs, output, jobs, refs)
+                            signed_here += 1
+                elif NS in [rs.rdtype for rs in node]:
                     cut = key  # a delegation: only its DS (and NSEC) are signed
-                    signed = [rs for rs in node if rs.rdtype == DS or rs.rdtype == NSEC]
-                elif skip_zonemd and key == apex:
-                    signed = [rs for rs in node if rs.rdtype != ZONEMD]  # signed last
+                    for rs in node:
+                        if rs.rdtype == DS or rs.rdtype == NSEC:
+                            sign(rs, output, jobs, refs)
+                            signed_here += 1
+                        else:
+                            append(rs)
                 else:
-                    signed = node
-                if not signed:
-                    output.append((node, None))
-                    continue
-                sigs = {}
-                for rs in signed:
-                    sign(rs, sigs, jobs, refs)
-                output.append((node, sigs))
-                signed_here += len(signed)
+                    for rs in node:
+                        sign(rs, output, jobs, refs)
+                    signed_here += len(node)
             if len(jobs) >= size:
                 window.append(self._submit(pool, jobs, refs, output, signed_here))
                 jobs, refs, output, signed_here = [], [], [], 0
+                append = output.append
                 while len(window) > limit:
                     yield self._finish(window.popleft(), progress)
         window.append(self._submit(pool, jobs, refs, output, signed_here))
@@ -606,7 +619,7 @@ class _Signer:
             yield self._finish(window.popleft(), progress)
 
     def _submit(self, pool: multiprocessing.pool.Pool | None, jobs: list[tuple[Any, ...]],
-                refs: list[tuple[_Sigs, int]], output: list[Any], signed: int) -> _Batch:
+                refs: list[_Ref], output: list[Any], signed: int) -> _Batch:
         if not jobs:
             return ([], None, 0), refs, output, signed
         batch = (self.key_specs, self.signer_wire, self.origin_text, self.inception,
@@ -622,32 +635,22 @@ class _Signer:
         stats = self.stats
         stats.kept_signatures += kept
         stats.new_signatures += len(texts) - kept
+        gathered = []
         if canons is None:
-            for (sigs, rdtype), text in zip(refs, texts, strict=True):
-                sigs.setdefault(rdtype, []).append((text, None))
-        else:
-            for (sigs, rdtype), text, canon in zip(refs, texts, canons, strict=True):
-                sigs.setdefault(rdtype, []).append((text, canon))
-        out: list[RRset] = []
-        append = out.append
-        for entry in output:
-            if type(entry) is RRset:
-                append(entry)
-                continue
-            node, sigs = entry
-            if not sigs:
-                out += node
-                continue
-            for rs in node:
-                append(rs)
-                found = sigs.get(rs.rdtype)
-                if found:
-                    append(self._rrsig(rs, found))
+            canons = [None] * len(texts)
+        for (pos, rs, found), text, canon in zip(refs, texts, canons, strict=True):
+            if found is None:
+                output[pos] = _rrset(rs.key, RRSIG, rs.rdtype, rs.ttl, text, canon)
+            else:
+                found.append((text, canon))
+                gathered.append((pos, rs, found))
+        for pos, rs, found in gathered:
+            output[pos] = self._rrsig(rs, found)
         if signed:
             self.done += signed
             if progress is not None:
                 progress("signing", self.done, self.to_sign)
-        return out
+        return output
 
     def _rrsig(self, rs: RRset, found: list[tuple[str, bytes | None]]) -> RRset:
         """The RRSIG RRset of *rs* (RDATA in canonical order where known, else by text)."""
@@ -683,12 +686,11 @@ class _Signer:
         rs = out[where]
         rs.rdatas = (f"{self.serial} 1 1 {value.hex().upper()}",)
         rs.canon = (struct.pack("!IBB", self.serial, 1, 1) + value,)
-        sigs: _Sigs = {}
         jobs: list[tuple[Any, ...]] = []
-        refs: list[tuple[_Sigs, int]] = []
-        self._sign(rs, sigs, jobs, refs)  # an unchanged zone keeps its ZONEMD signature too
-        self._finish(self._submit(None, jobs, refs, [], 0), None)
-        out.insert(where + 1, self._rrsig(rs, sigs[ZONEMD]))
+        refs: list[_Ref] = []
+        placed: list[Any] = []
+        self._sign(rs, placed, jobs, refs)  # an unchanged zone keeps its ZONEMD signature too
+        out.insert(where + 1, self._finish(self._submit(None, jobs, refs, placed, 0), None)[1])
 
 
 def _sorted_node(head: RRset) -> list[RRset]:
