@@ -10,10 +10,15 @@ and their text and canonical forms), :mod:`~nameserver.dnssec.zoneread` (reading
 (NS below the apex: the NS RRset and glue/occluded data below it stay unsigned, DS is
 signed), builds the NSEC3 chain (opt-out by default) or an NSEC chain, and signs every
 authoritative RRset: the KSKs sign DNSKEY/CDS/CDNSKEY, the ZSKs the rest (one key alone
-signs everything). The signed data is assembled and signed in worker processes
-(``fork``), keys handed over as PEM. Signatures from a previous run are kept while the
-RRset is unchanged, the key still signs that RRset and they do not expire within
-*refresh*; ZONEMD (RFC 8976) is computed last, over the final zone.
+signs everything). Signatures from a previous run are kept while the RRset is
+unchanged, the key still signs that RRset and they do not expire within *refresh*;
+ZONEMD (RFC 8976) is computed last, over the final zone.
+
+The output is a stream (:func:`sign_zone_iter`): the names are walked in canonical
+order, signing jobs go to the worker processes (``fork``, keys handed over as PEM) in
+batches a few ahead of the output, and each batch's RRsets come out with their RRSIGs
+as soon as it is back, so that writing (in this process) overlaps with signing and the
+signatures are never all in memory.
 """
 
 from __future__ import annotations
