@@ -73,7 +73,7 @@ def write_zone(
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             if first is not None and any(r.key == first.key and r.rdtype == SOA for r in head):
                 f.write(f"$ORIGIN {key_to_text(first.key)}\n")
-            while chunk := list(itertools.islice(stream, 8192)):
+            while chunk := list(itertools.islice(stream, 2048)):
                 lines: list[str] = []
                 append = lines.append
                 for rs in chunk:
