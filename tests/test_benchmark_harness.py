@@ -325,3 +325,36 @@ def test_correctness_in_the_report() -> None:
 def test_sample_option() -> None:
     assert _args().sample == 500
     assert _args("--sample", "0").sample == 0
+
+
+class _FakeServer:
+    name, port = "fake", 5353
+
+    def alive(self) -> bool:
+        return True
+
+
+def test_latency_run_reads_dnsperf_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """latency_run end to end with a stand-in dnsperf that prints a verbose run."""
+    import io
+    import os
+
+    (tmp_path / "out.txt").write_text("".join(VERBOSE))
+    fake = tmp_path / "dnsperf"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/argv\ncat {tmp_path}/out.txt\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    args = _args("--latency-rate", "1000", "--latency-duration", "2")
+    raw = io.StringIO()
+    res, err = run.latency_run(_FakeServer(), run.parse_mix("tld-do"), Path("q"), args, raw)
+    assert err is None and res is not None
+    assert (res.rate, res.sent, res.lost, res.timeout_lines) == (1000, 6, 2, 2)
+    assert res.p50_ms == pytest.approx(0.160)
+    argv = (tmp_path / "argv").read_text().split()
+    assert argv[argv.index("-Q") + 1] == "1000" and "-v" in argv
+    assert "### latency run: dnsperf" in raw.getvalue()
+    assert "4 answered, 2 timed out" in raw.getvalue()
+
+    (tmp_path / "out.txt").write_text("Error: bind: Address already in use\n")
+    res, err = run.latency_run(_FakeServer(), run.parse_mix("tld-do"), Path("q"), args, raw)
+    assert res is None and "bind: Address already in use" in (err or "")
