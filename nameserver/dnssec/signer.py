@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import heapq
 import itertools
-import logging
 import os
 import struct
 import time
@@ -84,6 +83,7 @@ from nameserver.dnssec.zoneread import read_zone
 from nameserver.dnssec.zonewrite import write_zone
 
 if TYPE_CHECKING:
+    import logging
     import multiprocessing.pool
 
 __all__ = [
@@ -98,7 +98,14 @@ __all__ = [
     "write_zone",
 ]
 
-log = logging.getLogger(__name__)
+
+
+def _log() -> logging.Logger:
+    """The module's logger (logging is imported when there is something to say)."""
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 _STRIPPED = frozenset({RRSIG, NSEC, NSEC3, NSEC3PARAM})
 _KSK_TYPES = frozenset({DNSKEY, CDS, CDNSKEY})
@@ -331,7 +338,7 @@ class _Signer:
                 if rs.rdtype == RRSIG:
                     self.old_sigs[(key, rs.covers)] = rs
                 elif rs.rdtype == ZONEMD and key == apex:
-                    log.info("replacing the old ZONEMD of %s", self.origin)
+                    _log().info("replacing the old ZONEMD of %s", self.origin)
                 elif rs.rdtype not in _STRIPPED:
                     kept.append(rs)
             _link(nodes, key, kept)
@@ -351,7 +358,7 @@ class _Signer:
         if old is not None:
             for c, t in zip(_fill_canon(old), old.rdatas, strict=True):
                 if c not in wanted:
-                    log.warning("dropping DNSKEY %s: no private key for it was loaded", t)
+                    _log().warning("dropping DNSKEY %s: no private key for it was loaded", t)
             ttl = old.ttl if ttl is None else ttl
             apex_node.remove(old)
         ttl = _DEFAULT_DNSKEY_TTL if ttl is None else ttl
@@ -551,7 +558,7 @@ class _Signer:
                 yield from batches
         stats = self.stats
         stats.seconds = time.monotonic() - started
-        log.info("signed %s: %s in %.1f s", self.origin, stats, stats.seconds)
+        _log().info("signed %s: %s in %.1f s", self.origin, stats, stats.seconds)
 
     def _signed(self, pool: multiprocessing.pool.Pool | None, workers: int,
                 progress: Progress | None) -> Iterator[list[RRset]]:

@@ -472,7 +472,7 @@ class ZoneData:
 _NAME_TEXT: dict[bytes, str] = {}
 _NAME_TEXT_MAX = 1 << 16
 _NAME_TEXTS_MAX = 1 << 22  # names in NS RDATA remembered by one read (then it restarts)
-_PLAIN_LABEL = re.compile(rb"[!#%&'*+,\-/0-9:<=>?A-Z\[\]^_`a-z{|}~]+")
+_PLAIN_NAME = re.compile(rb"[!#%&'*+,\-./0-9:<=>?A-Z\[\]^_`a-z{|}~]*")
 
 
 def _name_text(wire: bytes) -> str:
@@ -489,14 +489,17 @@ def _wire_text(wire: bytes) -> str:
     """An absolute name in wire form as dnspython prints it (case kept, escapes)."""
     labels = []
     i = 0
-    plain = _PLAIN_LABEL.fullmatch
     while n := wire[i]:
-        label = wire[i + 1 : i + 1 + n]
-        if plain(label) is None:
-            return dns.name.from_wire(wire, 0)[0].to_text()  # type: ignore[no-any-return]
-        labels.append(label)
+        labels.append(wire[i + 1 : i + 1 + n])
         i += n + 1
-    return b".".join(labels).decode("ascii") + "." if labels else "."
+    if not labels:
+        return "."
+    text = b".".join(labels)
+    # Labels of characters printed as they are (no dot among them: as many dots as
+    # labels less one), else dnspython says how to escape them.
+    if _PLAIN_NAME.fullmatch(text) is None or text.count(b".") != len(labels) - 1:
+        return dns.name.from_wire(wire, 0)[0].to_text()  # type: ignore[no-any-return]
+    return text.decode("ascii") + "."
 
 
 def _aaaa_text(body: bytes) -> str:
