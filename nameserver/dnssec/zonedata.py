@@ -320,6 +320,7 @@ class ZoneData:
         """
         origin, origin_key, nodes, add = self.origin, self.origin_key, self.nodes, self.add
         intern = self._intern_sets.setdefault
+        new = _new
         origin_wire = origin.to_wire().lower()
         below = len(origin_wire) + 1  # wire length of a name one label below, less the label
         # Names in NS RDATA by WireName (the reader gives one per name): one text each.
@@ -394,10 +395,26 @@ class ZoneData:
                     # The RRset of a new owner, not a DNSSEC type: the commonest case by
                     # far (a delegation's NS, its glue), done here.
                     if cur_key not in nodes and cur_type not in _OLD_DNSSEC:
+                        rs = new(RRset)
+                        rs.key = cur_key
+                        rs.rdtype = cur_type
+                        rs.covers = 0
+                        rs.ttl = cur_ttl
+                        rs.next = None
                         if more_texts is None:
-                            nodes[cur_key] = _rrset(cur_key, cur_type, 0, cur_ttl, cur_text,
-                                                    cur_canon)
+                            rs._rd = cur_text
+                            rs._cn = cur_canon
                             count += 1
+                        elif more_canons is None and len(more_texts) == 2:
+                            a, b = more_texts  # the usual pair of name servers
+                            if a == b:
+                                rs._rd = a
+                                count += 1
+                            else:
+                                rs._rd = intern(pair := (a, b) if a < b else (b, a), pair) if (
+                                    cur_type == NS) else ((a, b) if a < b else (b, a))
+                                count += 2
+                            rs._cn = None
                         else:
                             group = _group(cur_key, cur_type, 0, cur_ttl, more_texts,
                                            more_canons)
@@ -408,15 +425,21 @@ class ZoneData:
                                     rd = intern(rd, rd)
                             else:
                                 count += 1
-                            nodes[cur_key] = _rrset(cur_key, cur_type, 0, group[3], rd,
-                                                    group[5])
+                            rs._rd = rd
+                            rs._cn = group[5]
+                        nodes[cur_key] = rs
                     elif more_texts is None:
                         add((cur_key, cur_type, cur_covers, cur_ttl, cur_text, cur_canon))
                     else:
                         add(_group(cur_key, cur_type, cur_covers, cur_ttl, more_texts,
                                    more_canons))
-                cur_key, cur_type, cur_covers, cur_ttl = key, rdtype, covers, ttl
-                cur_text, cur_canon, more_texts, more_canons = text, canon, None, None
+                cur_key = key
+                cur_type = rdtype
+                cur_covers = covers
+                cur_ttl = ttl
+                cur_text = text
+                cur_canon = canon
+                more_texts = more_canons = None
         except ZoneSyntaxError as e:
             problems.extend(e.problems)
         self.count += count
