@@ -706,6 +706,10 @@ class _Signer:
 
 
 def _sorted_node(head: RRset) -> list[RRset]:
+    """An owner's RRsets in output order (by type: no RRSIGs among them yet)."""
+    following = head.next
+    if following is not None and following.next is None:  # two: glue's A and AAAA, ...
+        return [head, following] if head.rdtype < following.rdtype else [following, head]
     node = _node(head)
     node.sort(key=_output_order)
     return node

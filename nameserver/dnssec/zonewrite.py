@@ -65,6 +65,7 @@ def write_zone(
     base = b"" if first is None else first.key
     suffix = "." + key_to_text(base) if base else "."
     plain = _PLAIN_LABEL.fullmatch
+    cut = len(base)
     tails: dict[int, str] = {}  # "\tTTL\tIN\tTYPE\t" by TTL and type
     stream = itertools.chain(head, items)
     last_key = None
@@ -80,22 +81,22 @@ def write_zone(
                     key = rs.key
                     if key is not last_key:  # an owner's RRsets share their key
                         last_key = key
-                        label = key[len(base) : -1]
+                        label = key[cut:-1]
                         if key.startswith(base) and plain(label) is not None:
                             owner = label.decode("ascii") + suffix
                         else:
                             owner = key_to_text(key)
-                    ttl, rdtype = rs.ttl, rs.rdtype
-                    tail = tails.get(kind := ttl << 16 | rdtype)
+                    tail = tails.get(kind := rs.ttl << 16 | rs.rdtype)
                     if tail is None:
-                        tail = tails[kind] = f"\t{ttl}\tIN\t{_type_text(rdtype)}\t"
+                        tail = tails[kind] = f"\t{rs.ttl}\tIN\t{_type_text(rs.rdtype)}\t"
                     rd = rs._rd
                     if type(rd) is str:
                         append(f"{owner}{tail}{rd}\n")
-                    else:
+                        count += 1
+                    else:  # one string for the RRset's lines
                         prefix = owner + tail
-                        lines += [f"{prefix}{text}\n" for text in rd]
-                count += len(lines)
+                        append(prefix + f"\n{prefix}".join(rd) + "\n")
+                        count += len(rd)
                 f.write("".join(lines))
                 done += len(chunk)
                 if progress is not None and total:
