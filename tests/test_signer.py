@@ -29,6 +29,7 @@ from nameserver.dnssec.signer import (
     ZoneData,
     read_zone,
     sign_zone,
+    sign_zone_iter,
     write_zone,
 )
 from nameserver.zone.reader import ZoneSyntaxError, read_zone_file
@@ -458,6 +459,37 @@ def test_worker_processes_give_the_same_result(
     write_zone(_sign(zonefile, keys, workers=1), a)
     write_zone(_sign(zonefile, keys, workers=2), b)
     assert a.read_bytes() == b.read_bytes()
+
+    # Streamed (batches of 7 signatures in flight while the output is written) from
+    # read_zone's data, as the sign command does: the same file.
+    c = tmp_path / "c"
+    stream = sign_zone_iter(read_zone(zonefile, ORIGIN), ORIGIN, keys, workers=2, now=NOW,
+                            inception=INCEPTION, expiration=EXPIRATION)
+    assert write_zone(stream, c) == len(a.read_text().splitlines()) - 1  # $ORIGIN aside
+    assert c.read_bytes() == a.read_bytes()
+
+    # Re-signing the output, its signatures verified in the workers: all kept, but one
+    # that was tampered with, which is made again.
+    lines = a.read_text().splitlines(keepends=True)
+    victim = next(i for i, line in enumerate(lines) if "\tRRSIG\tDS " in line)
+    lines[victim] = lines[victim][:-6] + ("A" if lines[victim][-6] != "A" else "B") + \
+        lines[victim][-5:]
+    tampered = tmp_path / "tampered"
+    tampered.write_text("".join(lines))
+    for workers in (1, 2):
+        stats = SignStats()
+        out = tmp_path / f"again{workers}"
+        write_zone(_sign(tampered, keys, workers=workers, stats=stats), out)
+        assert out.read_bytes() == a.read_bytes()
+        assert stats.new_signatures == 1 and stats.kept_signatures > 20
+
+
+def test_sign_zone_iter_checks_before_it_streams(tmp_path: Path,
+                                                 keys: list[SigningKey]) -> None:
+    path = tmp_path / "nosoa.zone"
+    path.write_text("$ORIGIN coop.\n$TTL 60\n@ NS a.\n")
+    with pytest.raises(signer_module.SignError, match="no SOA"):
+        sign_zone_iter(read_zone(path, ORIGIN), ORIGIN, keys)  # not iterated
 
 
 TRICKY = """\
