@@ -29,7 +29,6 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
 import dns.ttl
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 __all__ = [
@@ -137,8 +136,7 @@ def _dnskey(public_key: Any, algorithm: int, flags: int) -> Any:
         numbers = public_key.public_numbers()
         key = numbers.x.to_bytes(32, "big") + numbers.y.to_bytes(32, "big")
     elif algorithm == 15:
-        key = public_key.public_bytes(serialization.Encoding.Raw,
-                                      serialization.PublicFormat.Raw)
+        key = public_key.public_bytes_raw()
     elif algorithm == 8:
         numbers = public_key.public_numbers()
         exponent = numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")
@@ -230,12 +228,7 @@ def _private_fields(key: SigningKey) -> list[tuple[str, str]]:
         # Big-endian without leading zero bytes, as BIND writes it (BN_bn2bin).
         return [("PrivateKey", _int_b64(pk.private_numbers().private_value))]
     if key.algorithm == 15:
-        raw = pk.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        return [("PrivateKey", _b64(raw))]
+        return [("PrivateKey", _b64(pk.private_bytes_raw()))]
     numbers = pk.private_numbers()
     public = numbers.public_numbers
     return [
@@ -497,6 +490,10 @@ def ds_record(key: SigningKey, digest: str = "SHA256") -> Any:
 
 def private_key_pem(key: SigningKey | Any) -> bytes:
     """PKCS#8 PEM of a key (used to hand keys to signing worker processes)."""
+    # Imported here: cryptography's serialization module costs ~20 ms to import, and
+    # a zone signed in-process never needs it.
+    from cryptography.hazmat.primitives import serialization
+
     pk = key.private_key if isinstance(key, SigningKey) else key
     return pk.private_bytes(
         serialization.Encoding.PEM,

@@ -285,7 +285,9 @@ class _Signer:
         self.apex = key_of(origin)
         self.signer_wire = key_to_wire(self.apex)
         self.keys = keys
-        self.key_specs = tuple((private_key_pem(k), k.algorithm, k.key_tag) for k in keys)
+        # Keys as jobs get them: the key itself in this process, its PEM in workers.
+        self.local_keys = tuple((k.private_key, k.algorithm, k.key_tag) for k in keys)
+        self.pem_keys: tuple[tuple[bytes, int, int], ...] | None = None
         # Per algorithm (RFC 4035 §2.2: every algorithm signs every RRset): its KSKs sign
         # DNSKEY/CDS/CDNSKEY and its ZSKs the rest; a key of one kind alone does both.
         self.ksk_indexes: list[int] = []
@@ -634,11 +636,14 @@ class _Signer:
                 refs: list[_Ref], output: list[Any], signed: int) -> _Batch:
         if not jobs:
             return ([], None, 0), refs, output, signed
-        batch = (self.key_specs, self.signer_wire, self.origin_text, self.inception,
-                 self.expiration, self.spread, self.keep_sig_canon, jobs)
+        rest = (self.signer_wire, self.origin_text, self.inception, self.expiration,
+                self.spread, self.keep_sig_canon, jobs)
         if pool is None:
-            return sign_jobs(batch), refs, output, signed
-        return pool.apply_async(sign_jobs, (batch,)), refs, output, signed
+            return sign_jobs((self.local_keys, *rest)), refs, output, signed
+        if self.pem_keys is None:
+            self.pem_keys = tuple((private_key_pem(k), k.algorithm, k.key_tag)
+                                  for k in self.keys)
+        return pool.apply_async(sign_jobs, ((self.pem_keys, *rest),)), refs, output, signed
 
     def _finish(self, batch: _Batch, progress: Progress | None) -> list[RRset]:
         """The batch's output in order, its RRSIGs in place."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
@@ -74,11 +74,17 @@ def worker_pool(workers: int | None = None) -> Iterator[multiprocessing.pool.Poo
 _PRIVATE_KEYS: dict[bytes, Any] = {}
 
 
-def _private_key(pem: bytes) -> Any:
-    key = _PRIVATE_KEYS.get(pem)
-    if key is None:
-        key = _PRIVATE_KEYS[pem] = serialization.load_pem_private_key(pem, password=None)
-    return key
+def _private_key(key: bytes | Any) -> Any:
+    """The private key from its PEM (loaded once per process), or the key object itself
+    (a job run in the process that holds the key)."""
+    if type(key) is not bytes:
+        return key
+    loaded = _PRIVATE_KEYS.get(key)
+    if loaded is None:
+        from cryptography.hazmat.primitives import serialization
+
+        loaded = _PRIVATE_KEYS[key] = serialization.load_pem_private_key(key, password=None)
+    return loaded
 
 
 def _signer(algorithm: int, key: Any) -> Callable[[bytes], bytes]:
@@ -152,7 +158,7 @@ def sign_jobs(batch: tuple[Any, ...]) -> tuple[list[str], list[bytes] | None, in
     """Worker: one RRSIG per job, in order.
 
     *batch* is (keys, signer wire, signer text, inception, expiration, spread,
-    want_canon, jobs): keys a tuple of (PEM, algorithm, key tag) by key index, a job
+    want_canon, jobs): keys a tuple of (PEM or key, algorithm, key tag) by key index, a job
     (key index, owner key, type, TTL, canonical RDATA sorted, old RRSIG or None). A job
     that brings an old RRSIG (canonical wire) gets it back if it still verifies over
     the RRset, else a new one. Returns the RRSIG texts, their canonical wire (with
