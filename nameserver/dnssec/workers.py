@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
@@ -89,10 +90,13 @@ def _private_key(key: bytes | Any) -> Any:
 
 def _signer(algorithm: int, key: Any) -> Callable[[bytes], bytes]:
     if algorithm == 13:
-        ecdsa = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+        # RFC 6979 (the same input gives the same signature); hashed here by hashlib,
+        # a little quicker than cryptography's hash objects.
+        ecdsa = ec.ECDSA(Prehashed(hashes.SHA256()), deterministic_signing=True)
+        sha256 = hashlib.sha256
 
         def sign_ecdsa(data: bytes) -> bytes:
-            r, s = decode_dss_signature(key.sign(data, ecdsa))
+            r, s = decode_dss_signature(key.sign(sha256(data).digest(), ecdsa))
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
         return sign_ecdsa
