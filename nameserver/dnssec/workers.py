@@ -1,7 +1,9 @@
 """Worker processes: the pool, and the signature and verification jobs they run.
 
-Keys reach the workers as PEM (loaded once per process); jobs carry an RRset's owner
-key, type, TTL and canonical RDATA, and come back as RRSIG text and wire.
+Keys reach the workers as PEM (loaded once per process; jobs run in the signing
+process itself get the key objects). A job carries an RRset's owner key, type, TTL and
+canonical RDATA, and perhaps an old RRSIG to verify and keep; it comes back as RRSIG
+text (and canonical wire when ZONEMD needs it).
 """
 
 from __future__ import annotations
