@@ -475,11 +475,17 @@ def test_fast_path_equals_general_path(tcp: bool) -> None:
     assert all(general(w, tcp)[3] & 0x0F in (3, 5) for w in calls)
 
 
-def test_cache_is_bounded() -> None:
-    engine = Engine([ZONE], cache_entries=10)
-    for wire in corpus():
-        engine.handle(wire, False)
-    assert len(engine.cache) == 10
+@pytest.mark.parametrize("limit", [10, 64])
+def test_cache_is_bounded(limit: int) -> None:
+    """Full caches forget their oldest entries (a sixteenth at a time) and stay within
+    the limit; answers stay those of the general path."""
+    engine = Engine([ZONE], cache_entries=limit)
+    reference = Engine([ZONE])
+    for _ in range(3):  # the second and third passes hit the raw cache
+        for wire in corpus():
+            assert engine.handle(wire, False) == reference.respond(wire, False)
+    assert limit - max(1, limit // 16) <= len(engine.cache) <= limit
+    assert limit - max(1, limit // 16) <= len(engine.raw_udp) <= limit
 
 
 def test_random_names_share_one_entry_per_shape() -> None:
