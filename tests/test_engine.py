@@ -545,3 +545,19 @@ def test_counters_stay_bounded_whatever_types_are_asked(engine: Engine) -> None:
             engine.handle(query("www.nic.coop", qtype, rdclass=qclass).to_wire(), False)
     assert len(engine.counts) < 40 * 16
     assert sum(engine.counts.values()) == 3 * 2999
+
+
+def test_names_longer_than_255_octets_get_formerr_every_time() -> None:
+    """A QNAME over 255 octets (RFC 1035 §3.1) is malformed: FORMERR, the second time
+    too (the fast path must not keep that answer under an NXDOMAIN shape)."""
+    engine = Engine([ZONE])
+    for tail in (b"a", b"bb"):
+        qname = b"".join(bytes([63]) + bytes([ord("x")]) * 63 for _ in range(4))
+        qname += bytes([len(tail)]) + tail + b"\x04coop\x00"  # 4 * 64 + 2 or 3 + 6 > 255
+        wire = struct.pack("!HHHHHH", 0x1234, 0, 1, 0, 0, 1) + qname + b"\x00\x01\x00\x01"
+        wire += b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"  # OPT, DO
+        for _ in range(3):
+            response = engine.handle(wire, False)
+            assert response is not None
+            assert response[3] & 0x0F == dns.rcode.FORMERR
+            assert dns.message.from_wire(response).rcode() == dns.rcode.FORMERR

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -293,6 +294,14 @@ def test_udp_burst_answers_every_query_to_its_sender(hu: Harness) -> None:
         want = {answer(sent[qid]) for qid in ids if qid % 2 == parity and qid not in silent}
         assert set(got[c]) == want
     wait_for(lambda: udp_stats(hu.udp[0]).errors == 1)
+
+
+def test_batched_udp_slots_fit_the_largest_udp_answer() -> None:
+    from nameserver.config import UDP_PAYLOAD_MAX
+
+    assert mmsg.SLOT >= UDP_PAYLOAD_MAX
+    if sys.platform.startswith("linux"):
+        assert mmsg.available()  # the loopback self-test passes where recvmmsg exists
 
 
 def test_udp_oversized_query_dropped(hu: Harness) -> None:

@@ -30,7 +30,7 @@ from nameserver.engine.render import opt_record, render_answer, render_error, re
 from nameserver.wire import WireName
 from nameserver.zone.tree import Zone
 
-NOERROR, FORMERR, NOTIMP, REFUSED, BADVERS = 0, 1, 4, 5, 16
+NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 3, 4, 5, 16
 CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
 TXT, DS, AXFR, IXFR, ANY = 16, 43, 252, 251, 255
 NSID = 3
@@ -141,6 +141,8 @@ class Engine:
                 return self.respond(wire, over_tcp)
             length = wire[i]
         end = i + 1
+        if end - 12 > 255:  # longer than a name may be (RFC 1035 §3.1): FORMERR
+            return self.respond(wire, over_tcp)
         qend = end + 4
         arcount = wire[10:12]
         if arcount == b"\x00\x00" and qend == n:
@@ -194,7 +196,10 @@ class Engine:
         # Exact questions are kept only for positive and NODATA answers, so that a flood
         # of random names cannot push out the answers asked again and again; shapes
         # (referrals, NXDOMAIN) are few per zone cut or denial-chain gap.
-        if response is not None and (shape is not None or response[3] & 0x0F == NOERROR):
+        # A shape is stored only with the answer it stands for (NXDOMAIN or a referral).
+        if response is not None and (
+            response[3] & 0x0F == (NXDOMAIN if shape is not None and shape[0] == "N" else NOERROR)
+        ):
             if len(cache) >= self.cache_entries:
                 _forget_oldest(cache, self.cache_entries)
             cache[key] = (response[2:12], response[qend:])
