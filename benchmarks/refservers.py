@@ -98,7 +98,7 @@ def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
     """The first port the kernel hands out to clients (Linux), else a common default."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
@@ -115,7 +115,7 @@ def free_port(address: str = "127.0.0.1", attempts: int = 200) -> int:
     There is an unavoidable race between this check and the server binding the port.
     """
     fam = _family(address)
-    high = max(_ephemeral_low(), 12000)
+    high = max(ephemeral_low(), 12000)
     for _ in range(attempts):
         port = random.randrange(10000, high)
         with socket.socket(fam, socket.SOCK_DGRAM) as udp, socket.socket(

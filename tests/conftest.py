@@ -19,6 +19,9 @@ import dns.rcode
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from refservers import ephemeral_low  # noqa: E402  (one rule for free ports, both places)
+
 DATA = Path(__file__).resolve().parent / "data"
 # The smallest zone the servers of these tests serve; tests add names and set {serial}.
 MINIMAL_ZONE = """$ORIGIN coop.
@@ -46,14 +49,6 @@ def _can_bind_ipv6() -> bool:
 HAVE_IPV6 = _can_bind_ipv6()
 
 
-def _ephemeral_low() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 def free_port(ipv6: bool = HAVE_IPV6) -> int:
     """A port that is free right now for UDP and TCP on 127.0.0.1 (and ::1).
 
@@ -61,7 +56,7 @@ def free_port(ipv6: bool = HAVE_IPV6) -> int:
     after a TCP load test) cannot be listened on, even with SO_REUSEADDR.
     """
     places = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if ipv6 else [])
-    high = max(_ephemeral_low(), 12000)
+    high = max(ephemeral_low(), 12000)
     for _ in range(200):
         port = random.randrange(10000, high)
         socks: list[socket.socket] = []

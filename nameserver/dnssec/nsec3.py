@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 import dns.name
 import dns.rdatatype
 
+from nameserver.wire import label_list
+
 __all__ = [
     "NSEC3_HASH_SHA1",
     "Nsec3Chain",
@@ -85,11 +87,7 @@ def key_of(name: dns.name.Name) -> bytes:
 
 def key_of_wire(wire: bytes) -> bytes:
     """The canonical-order key of an absolute name in uncompressed wire form."""
-    labels = []
-    i = 0
-    while n := wire[i]:
-        labels.append(wire[i + 1 : i + 1 + n])
-        i += n + 1
+    labels = label_list(wire)
     if not labels:
         return b""
     labels.reverse()

@@ -32,7 +32,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from nameserver.dnssec.nsec3 import key_of, key_of_wire, key_to_text
-from nameserver.wire import WireName
+from nameserver.wire import WireName, label_list
 from nameserver.zone.fastread import WireRecord
 from nameserver.zone.reader import ZoneSyntaxError
 from nameserver.zone.tree import _rdata_parts
@@ -510,11 +510,7 @@ def _name_text(wire: bytes) -> str:
 
 def _wire_text(wire: bytes) -> str:
     """An absolute name in wire form as dnspython prints it (case kept, escapes)."""
-    labels = []
-    i = 0
-    while n := wire[i]:
-        labels.append(wire[i + 1 : i + 1 + n])
-        i += n + 1
+    labels = label_list(wire)
     if not labels:
         return "."
     text = b".".join(labels)
