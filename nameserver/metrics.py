@@ -93,7 +93,7 @@ def worker_snapshot(engine: Any, udp: Iterable[Any], tcp: Iterable[Any]) -> dict
     """
     responses: dict[str, int] = {}
     answered = 0
-    for (qtype, rcode), n in list(engine.counts.items()):
+    for (qtype, rcode), n in engine.counts.items():  # a fresh dict each time
         answered += n
         label = f"{_QTYPE_LABELS.get(qtype[:2], 'other') if qtype else 'none'} "
         label += _RCODE_LABELS[rcode & 0x0F]

@@ -262,18 +262,9 @@ class Engine:
             if child is None:
                 if node.wildcard is not None:
                     return None
-                chain = zone.nsec3
-                if not do or (chain is None and zone.nsec is None):
-                    return ("N", zone)
-                encloser = node.name.key
-                if chain is None:
-                    return ("N", *denial.nxdomain_key(zone, qkey, encloser))
-                # NSEC3 (denial.nxdomain_key, inlined): the closest provable encloser is
-                # the encloser's own; the next closer name is one label below it.
-                ce, match, wildcard_cover = denial.provable(chain, encloser)
-                if ce is not encloser and ce != encloser:
-                    return ("N", *denial.nxdomain_key(zone, qkey, encloser))
-                return ("N", match, chain.cover(qkey[p:]), wildcard_cover)
+                if do and denial.is_signed(zone):
+                    return ("N", *denial.nxdomain_key(zone, qkey, node.name.key))
+                return ("N", zone)
             node = child
             if node.cut and not (j == 0 and qtype == DS):
                 return ("R", node)

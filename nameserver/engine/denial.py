@@ -25,7 +25,7 @@ def _unique(rrsets: list[RRset]) -> list[RRset]:
     return seen
 
 
-def provable(chain: Nsec3Chain, start: bytes) -> tuple[bytes, RRset, RRset]:
+def _provable(chain: Nsec3Chain, start: bytes) -> tuple[bytes, RRset, RRset]:
     """RFC 5155 §7.2.1: the closest provable encloser at or above ``start`` (an existing
     name), its NSEC3, and the NSEC3 covering its wildcard. Depends on ``start`` alone,
     so it is remembered per chain."""
@@ -51,7 +51,7 @@ def _encloser_proof(chain: Nsec3Chain, key: bytes, encloser: bytes) -> list[RRse
     """Closest provable encloser of ``key`` and the NSEC3 covering the next closer name.
     ``encloser`` is ``key``'s closest existing ancestor: only names of the zone are
     remembered, never names a client made up."""
-    ce, match, _ = provable(chain, encloser)
+    ce, match, _ = _provable(chain, encloser)
     return [match, chain.cover(_next_closer(key, ce))]
 
 
@@ -67,7 +67,7 @@ def nxdomain_key(zone: Zone, qname: bytes, encloser: bytes) -> tuple[RRset, ...]
         chain = zone.nsec3
         # Names between the closest encloser and the query name do not exist, so the
         # closest provable encloser of the query is the encloser's own.
-        ce, match, wildcard_cover = provable(chain, encloser)
+        ce, match, wildcard_cover = _provable(chain, encloser)
         return (match, chain.cover(_next_closer(qname, ce)), wildcard_cover)
     nsec = zone.nsec
     assert nsec is not None
