@@ -281,3 +281,44 @@ def test_denial_memo_holds_only_names_of_the_zone(signed) -> None:
         ask(engine, f"r{i}.coop", "A")
         ask(engine, f"x.r{i}.wild.nic.coop", "MX")
     assert len(chain.encloser_memo) <= 5
+
+
+@pytest.mark.parametrize("entries", [16, 250_000])
+def test_one_template_serves_every_length(signed, entries: int) -> None:
+    """Names of one shape (NSEC3 gap or NSEC span, zone cut) but any length get the
+    general path's bytes from one template, whose compression pointers are moved; with
+    room in the cache the general path runs once per template, never per length."""
+    _, signed_engine, _ = signed
+    engine = Engine(list(signed_engine.zones.values()), cache_entries=entries)
+    general = engine._respond
+    calls = []
+    engine._respond = lambda w, t: calls.append(w) or general(w, t)  # type: ignore[method-assign]
+    names = [f"{'x' * n}.coop" for n in range(1, 64, 3)]
+    names += [f"{'y' * n}.example.coop" for n in range(1, 64, 3)]
+    names += [f"a.{'Z' * n}.signed.coop" for n in range(1, 64, 3)]
+    names += [f"{'b' * n}.{'c' * (63 - n)}.example.coop" for n in range(1, 63, 7)]
+    for name in names:
+        for do in (True, False):
+            for tcp in (False, True):
+                q = dns.message.make_query(name, "A", want_dnssec=do, use_edns=0)
+                wire = q.to_wire()
+                served = engine.handle(wire, tcp)
+                assert served == general(wire, tcp), name
+    templates = [key for key in engine.cache if len(key) == 3]
+    assert templates
+    if entries > len(names) * 4:
+        assert len(calls) == len(templates) < len(names)
+
+
+def test_answers_too_big_for_the_client_still_truncate(signed) -> None:
+    """A template that would not fit the client's size is not used: the general path
+    answers (with TC, or with optional records left out) for each length."""
+    _, signed_engine, _ = signed
+    engine = Engine(list(signed_engine.zones.values()))
+    for n in range(1, 64, 5):
+        for payload in (512, 600, 1232):
+            q = dns.message.make_query(f"{'q' * n}.coop", "A", want_dnssec=True,
+                                       use_edns=0, payload=payload)
+            wire = q.to_wire()
+            assert engine.handle(wire, False) == engine.respond(wire, False)
+            assert len(engine.handle(wire, False)) <= payload
