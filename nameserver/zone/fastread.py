@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import itertools
 import os
 import re
 import socket
@@ -176,6 +177,18 @@ class _Caches:
         return value
 
 
+def _open(path: str, span: Span | None) -> io.TextIOWrapper:
+    if span is None:
+        return open(path, encoding="utf-8")
+    raw = open(path, "rb")  # noqa: SIM115 - the wrapper closes it
+    try:
+        raw.seek(span[0])
+        return io.TextIOWrapper(raw, encoding="utf-8")
+    except BaseException:
+        raw.close()
+        raise
+
+
 def name_wire(text: str, origin_wire: bytes) -> bytes | None:
     """``text`` (a name in a zone file, relative to ``origin_wire``) in wire form, or
     None where dnspython must read it (non-ASCII, escapes, bad lengths)."""
@@ -228,14 +241,22 @@ class _State:
         self.origin_suffix: str | None = "." + text if plain else None
 
 
+# A part of a file: the byte offset where a line starts, the number of lines before
+# it, and how many lines to read (None: to the end).
+Span = tuple[int, int, "int | None"]
+
+
 def read_wire_records(
-    path: str | os.PathLike[str], origin: dns.name.Name
+    path: str | os.PathLike[str], origin: dns.name.Name, span: Span | None = None
 ) -> Iterator[WireRecord]:
     """Yield the records of a master file in wire form; raise ZoneSyntaxError listing
-    every bad line (reading goes on after a bad record, as ``read_zone_file``)."""
+    every bad line (reading goes on after a bad record, as ``read_zone_file``).
+
+    With ``span`` only that part of the file is read, as if it began the file but
+    with its own line numbers."""
     problems: list[str] = []
     reader = _Reader(_Caches(), problems)
-    yield from reader.read(os.fspath(path), origin, _State(origin), 0)
+    yield from reader.read(os.fspath(path), origin, _State(origin), 0, span)
     if problems:
         raise ZoneSyntaxError(problems)
 
@@ -268,12 +289,12 @@ class _Reader:
 
     # -- files and lines -----------------------------------------------------------
 
-    def read(self, path: str, origin: dns.name.Name, state: _State, depth: int
-             ) -> Iterator[WireRecord]:
+    def read(self, path: str, origin: dns.name.Name, state: _State, depth: int,
+             span: Span | None = None) -> Iterator[WireRecord]:
         state.set_origin(origin)
         problems = self.problems
         try:
-            for lineno, blank, tokens in self._logical_lines(path):
+            for lineno, blank, tokens in self._logical_lines(path, span):
                 if type(tokens[0]) is str:
                     first = tokens[0]
                     if first[0] == "$":
@@ -296,7 +317,8 @@ class _Reader:
         except ZoneSyntaxError as e:
             problems.extend(e.problems)
 
-    def _logical_lines(self, path: str) -> Iterator[tuple[int, bool, list]]:
+    def _logical_lines(self, path: str, span: Span | None = None
+                       ) -> Iterator[tuple[int, bool, list]]:
         """(line, starts_with_blank, tokens) per logical line, parentheses joined.
 
         Tokens are plain strings, or ``_Token``s (quoted ones remembered) when a line
@@ -304,14 +326,15 @@ class _Reader:
         of :func:`nameserver.zone.reader._logical_lines`.
         """
         odd = _ODD_SPACE.search
-        with open(path, encoding="utf-8") as f:
+        with _open(path, span) as f:
             pending: list | None = None
             plain = True  # pending holds str tokens (else _Token)
             start = 0
             blank = False
             depth = 0
-            lineno = 0
-            for text in f:
+            lineno = 0 if span is None else span[1]
+            lines = f if span is None or span[2] is None else itertools.islice(f, span[2])
+            for text in lines:
                 lineno += 1
                 line = text
                 if not ("(" in text or ")" in text or ";" in text or '"' in text

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dns.name
@@ -25,13 +24,10 @@ from nameserver.dnssec.verify import check_signatures
 from nameserver.dnssec.zonemd import check_zonemd
 from nameserver.wire import WireName
 from nameserver.zone.denial import Nsec3Chain, NsecChain, nsec3_owner_hash
-from nameserver.zone.fastread import (
-    WireRecord,
-    b32hex_whole,
-    read_wire_records,
-    reference_records,
-)
+from nameserver.zone.fastread import b32hex_whole, read_wire_records, reference_records
+from nameserver.zone.forkread import ChildFailed, forked_batches
 from nameserver.zone.reader import ZoneSyntaxError
+from nameserver.zone.runs import build, flat_batches
 from nameserver.zone.sets import Gathered, SetData
 from nameserver.zone.tree import (
     AAAA,
@@ -127,111 +123,31 @@ def _load(
     return LoadResult(compiled, warnings, time.monotonic() - started)
 
 
+# Files at least this big are read by a child process while this one builds the tree
+# (nameserver.zone.forkread); smaller ones are not worth a fork.
+FORK_MIN_BYTES = 16 << 20
+
+
 def read_sets(
     path: str | os.PathLike[str], origin: dns.name.Name, *, reference: bool = False
 ) -> Gathered:
     """Read a zone file into the label tree, records gathered per (owner, type);
     raise ZoneSyntaxError listing every bad line."""
+    path = os.fspath(path)
+    if not reference and _worth_a_fork(path):
+        try:
+            return build(forked_batches(path, origin), origin)
+        except ChildFailed:
+            pass  # read it whole, here
     records = (reference_records if reference else read_wire_records)(path, origin)
-    return _gather(records, origin)
+    return build(flat_batches(records), origin)
 
 
-def _gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
-    apex = Node(WireName.from_name(origin))
-    zone = Gathered(origin, apex)
-    owners = zone.owners
-    origin_wire = zone.origin_wire
-    origin_key = zone.origin_key
-    olen = len(origin_key)
-    outside: dict[bytes, Node] = {}
-    # The RDATA of NS and A RRsets, shared by value: a TLD's delegations use the same
-    # few name server sets over and over (and glue the same addresses).
-    shared: dict[tuple, tuple] = {}
-    last: WireName | None = None
-    by_type: dict[int, SetData] = {}
-    count = 0
-    for name, ttl, rdtype, parts, target, file, line in records:
-        if name is not last:
-            # Done with the previous owner (most likely): share its RDATA now, so the
-            # memory of the tuples let go is used again at once.
-            for t in (NS, A):
-                s = by_type.get(t)
-                if s is not None and type(s.rdatas) is tuple:
-                    s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
-            last = name
-            key = name.key
-            node = None
-            # Most owners of a TLD are children of the apex: one look-up.
-            size = len(key) - olen
-            if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
-                label = key[1:size]
-                node = apex.children.get(label)
-                if node is None:
-                    # Named by the owner's label and the origin as load_zone has it.
-                    wire = name.wire
-                    if not wire.endswith(origin_wire):
-                        name = WireName(wire[:size] + origin_wire)
-                    node = Node(name)
-                    apex.add_child(label, node)
-                    name = last
-            elif size == 0 and key == origin_key:
-                node = apex
-            if node is None:
-                node = _node(zone, name, outside, origin_wire)
-            by_type = node.rrsets  # type: ignore[assignment]
-            if not by_type:
-                owners.append(node)
-        s = by_type.get(rdtype)
-        if s is None:
-            by_type[rdtype] = SetData(name, rdtype, ttl, file, line, parts, target)
-        elif not s.add(parts, target):
-            continue
-        count += 1
-    for t in (NS, A):
-        s = by_type.get(t)
-        if s is not None and type(s.rdatas) is tuple:
-            s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
-    zone.count = count
-    return zone
-
-
-def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wire: bytes
-          ) -> Node:
-    """The node of ``name``, made (with the empty non-terminals above it) if new."""
-    key = name.key
-    labels = zone.relative_labels(key)
-    if labels is None:
-        node = outside.get(key)
-        if node is None:
-            node = outside[key] = Node(name)
-            zone.outside.add(id(node))
-        return node
-    wire = name.wire
-    # A node is named by the labels of the first owner that needs it, and the origin
-    # as load_zone was given it.
-    rel = len(wire) - len(origin_wire)
-    same_suffix = wire.endswith(origin_wire)
-    node = zone.apex
-    offsets = []
-    i = 0
-    while i < rel:
-        offsets.append(i)
-        i += wire[i] + 1
-    for depth in range(len(labels)):
-        label = labels[depth]
-        child = node.children.get(label)
-        if child is None:
-            at = offsets[len(labels) - 1 - depth]
-            if at == 0 and same_suffix:
-                child_name = name
-            elif same_suffix:
-                child_name = WireName(wire[at:])
-            else:
-                child_name = WireName(wire[at:rel] + origin_wire)
-            child = Node(child_name)
-            node.add_child(label, child)
-        node = child
-    return node
+def _worth_a_fork(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= FORK_MIN_BYTES and hasattr(os, "fork")
+    except OSError:
+        return False  # the reader says why
 
 
 def _text(name: WireName) -> str:

@@ -1,0 +1,247 @@
+"""Records gathered per owner in a flat form, and the label tree built from it.
+
+Reading a zone is split in two halves that can run in two processes
+(:mod:`nameserver.zone.forkread`): :func:`flat_batches` turns the records of the
+reader into *runs*, one per stretch of records of one owner, made only of bytes,
+ints, strings, tuples and None (cheap to hand over with :mod:`marshal`); the
+:class:`Builder` gathers runs into the label tree of :class:`~nameserver.zone.tree.Node`
+that will be served (:class:`~nameserver.zone.sets.Gathered`).
+
+A run is ``(owner wire, rdtype, ttl, file, line, rdatas, targets, rdtype, ...)``: six
+fields per RRset of the stretch, in the order the file first states each type, with
+the RRset's duplicates already dropped (:meth:`SetData.add`). In ``rdatas`` a name is
+its wire bytes: the RDATA of NS, CNAME and PTR is the target's wire alone, MX is
+``(preference, exchange)``, SOA ``(mname, rname, the five numbers)``; ``targets``
+are the wires of :attr:`SetData.targets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import dns.name
+import dns.rdatatype
+
+from nameserver.wire import WireName
+from nameserver.zone.fastread import WireRecord
+from nameserver.zone.sets import Gathered, SetData
+from nameserver.zone.tree import Node
+
+NS = dns.rdatatype.NS
+CNAME = dns.rdatatype.CNAME
+PTR = dns.rdatatype.PTR
+MX = dns.rdatatype.MX
+SOA = dns.rdatatype.SOA
+A = dns.rdatatype.A
+
+# Types whose RDATA is a single name (a 1-tuple of the WireName once read).
+_ONE_NAME = frozenset({NS, CNAME, PTR})
+# Types whose flat RDATA the builder turns into what the tree holds (NS aside).
+_NAMED = frozenset({CNAME, PTR, MX, SOA, A})
+Run = tuple
+RUNS_PER_BATCH = 2048
+
+
+def flat_batches(records: Iterable[WireRecord]) -> Iterator[list[Run]]:
+    """The records as lists of runs (see the module docstring)."""
+    batch: list[Run] = []
+    last: WireName | None = None
+    sets: dict[int, SetData] = {}
+    for name, ttl, rdtype, parts, target, file, line in records:
+        if name is not last:
+            if last is not None:
+                batch.append(_flat(last, sets))
+                if len(batch) >= RUNS_PER_BATCH:
+                    yield batch
+                    batch = []
+                sets = {}
+            last = name
+        s = sets.get(rdtype)
+        if s is None:
+            sets[rdtype] = SetData(name, rdtype, ttl, file, line, parts, target)
+        else:
+            s.add(parts, target)
+    if last is not None:
+        batch.append(_flat(last, sets))
+    if batch:
+        yield batch
+
+
+def _flat(owner: WireName, sets: dict[int, SetData]) -> Run:
+    run: list = [owner.wire]
+    for rdtype, s in sets.items():
+        rdatas = s.rdatas
+        if rdtype in _ONE_NAME:
+            flat = tuple(p[0].wire for p in rdatas)  # type: ignore[index,union-attr]
+        elif rdtype == MX:
+            flat = tuple((p[0], p[1].wire) for p in rdatas)  # type: ignore[index,union-attr]
+        elif rdtype == SOA:
+            flat = tuple((p[0].wire, p[1].wire, p[2]) for p in rdatas)  # type: ignore[index,union-attr]
+        else:
+            flat = tuple(rdatas)
+        targets = tuple(t.wire for t in s.targets) if s.targets else ()
+        run += (int(rdtype), s.ttl, s.sigs, s.fixed, flat, targets)  # int: no IntEnum
+    return tuple(run)
+
+
+class Builder:
+    """Gathers runs into the label tree, owners in the order the file first names
+    them (the order every check reports problems in)."""
+
+    def __init__(self, origin: dns.name.Name):
+        self.zone = zone = Gathered(origin, Node(WireName.from_name(origin)))
+        self.origin_wire = zone.origin_wire
+        self.origin_key = zone.origin_key
+        self.outside: dict[bytes, Node] = {}
+        # One 1-tuple of a WireName per spelling of a name, for every RDATA and owner
+        # that names it (glue owners are NS targets too).
+        self.names: dict[bytes, tuple[WireName]] = {}
+        # The RDATA of NS and A RRsets, shared by value: a TLD's delegations use the
+        # same few name server sets over and over (and glue the same addresses).
+        self.ns_sets: dict[tuple[bytes, ...], tuple] = {}
+        self.a_sets: dict[tuple, tuple] = {}
+
+    def add(self, batch: list[Run]) -> None:
+        zone = self.zone
+        apex = zone.apex
+        owners = zone.owners
+        names = self.names
+        origin_wire = self.origin_wire
+        origin_key = self.origin_key
+        olen = len(origin_key)
+        ns_sets = self.ns_sets
+        new = SetData.__new__
+        count = 0
+        for run in batch:
+            wire = run[0]
+            hit = names.get(wire)
+            name = hit[0] if hit is not None else WireName(wire)
+            key = name.key
+            node = None
+            # Most owners of a TLD are children of the apex: one look-up.
+            size = len(key) - olen
+            if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
+                label = key[1:size]
+                node = apex.children.get(label)
+                if node is None:
+                    # Named by the owner's label and the origin as load_zone has it.
+                    node = Node(name if wire.endswith(origin_wire)
+                                else WireName(wire[:size] + origin_wire))
+                    apex.add_child(label, node)
+            elif size == 0 and key == origin_key:
+                node = apex
+            if node is None:
+                node = _node(zone, name, self.outside, origin_wire)
+            by_type: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
+            if not by_type:
+                owners.append(node)
+            for i in range(1, len(run), 6):
+                rdtype = run[i]
+                rdatas = run[i + 4]
+                if rdtype == NS:
+                    shared = ns_sets.get(rdatas)
+                    rdatas = shared if shared is not None else self._ns(rdatas)
+                elif rdtype in _NAMED:
+                    rdatas = self._rdatas(rdtype, rdatas)
+                targets = run[i + 5]
+                if targets:
+                    targets = tuple(self._name(t) for t in targets)
+                s = by_type.get(rdtype)
+                if s is None:
+                    # A SetData of records gathered already, made inline (millions).
+                    by_type[rdtype] = s = new(SetData)
+                    s.owner = name
+                    s.rdtype = rdtype
+                    s.ttl = run[i + 1]
+                    s.sigs = run[i + 2]  # the file
+                    s.fixed = run[i + 3]  # the line
+                    s.rdatas = rdatas
+                    s.targets = targets
+                    count += len(rdatas)
+                else:
+                    count += _merge(s, rdatas, targets)
+        zone.count += count
+
+    def _name(self, wire: bytes) -> WireName:
+        hit = self.names.get(wire)
+        if hit is None:
+            hit = self.names[wire] = (WireName(wire),)
+        return hit[0]
+
+    def _one_name(self, wire: bytes) -> tuple[WireName]:
+        hit = self.names.get(wire)
+        if hit is None:
+            hit = self.names[wire] = (WireName(wire),)
+        return hit
+
+    def _ns(self, flat: tuple[bytes, ...]) -> tuple:
+        shared = self.ns_sets[flat] = tuple(self._one_name(w) for w in flat)
+        return shared
+
+    def _rdatas(self, rdtype: int, flat: tuple) -> tuple:
+        """The RDATA of a type with names in it (but NS), or A, as the tree holds it."""
+        if rdtype == A:
+            return self.a_sets.setdefault(flat, flat)
+        if rdtype in _ONE_NAME:
+            return tuple(self._one_name(w) for w in flat)
+        if rdtype == MX:
+            return tuple((p[0], self._name(p[1])) for p in flat)
+        if rdtype == SOA:
+            return tuple((self._name(p[0]), self._name(p[1]), p[2]) for p in flat)
+        return flat
+
+
+def _merge(s: SetData, rdatas: tuple, targets: tuple) -> int:
+    """Add the records of a later stretch of the same owner; how many were new."""
+    added = 0
+    if len(targets) != len(rdatas):
+        targets = (None,) * len(rdatas)
+    for rdata, target in zip(rdatas, targets, strict=True):
+        added += s.add(rdata, target)
+    return added
+
+
+def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wire: bytes
+          ) -> Node:
+    """The node of ``name``, made (with the empty non-terminals above it) if new."""
+    key = name.key
+    labels = zone.relative_labels(key)
+    if labels is None:
+        node = outside.get(key)
+        if node is None:
+            node = outside[key] = Node(name)
+            zone.outside.add(id(node))
+        return node
+    wire = name.wire
+    # A node is named by the labels of the first owner that needs it, and the origin
+    # as load_zone was given it.
+    rel = len(wire) - len(origin_wire)
+    same_suffix = wire.endswith(origin_wire)
+    node = zone.apex
+    offsets = []
+    i = 0
+    while i < rel:
+        offsets.append(i)
+        i += wire[i] + 1
+    for depth in range(len(labels)):
+        label = labels[depth]
+        child = node.children.get(label)
+        if child is None:
+            at = offsets[len(labels) - 1 - depth]
+            if at == 0 and same_suffix:
+                child_name = name
+            elif same_suffix:
+                child_name = WireName(wire[at:])
+            else:
+                child_name = WireName(wire[at:rel] + origin_wire)
+            child = Node(child_name)
+            node.add_child(label, child)
+        node = child
+    return node
+
+
+def build(batches: Iterable[list[Run]], origin: dns.name.Name) -> Gathered:
+    builder = Builder(origin)
+    for batch in batches:
+        builder.add(batch)
+    return builder.zone
