@@ -83,10 +83,11 @@ def label_list(wire_key: bytes) -> list[bytes]:
 class Compressor:
     """Writes names into a message under construction, reusing earlier suffixes."""
 
-    __slots__ = ("table",)
+    __slots__ = ("table", "pointers")
 
     def __init__(self) -> None:
         self.table: dict[bytes, int] = {}
+        self.pointers: list[int] = []  # where each compression pointer was written
 
     def add_question(self, qname_key: bytes, offset: int = 12, start: int = 0) -> None:
         """Make the question name's suffixes from byte ``start`` on available as targets."""
@@ -107,6 +108,7 @@ class Compressor:
             ptr = table.get(suffix)
             if ptr is not None:
                 out += name.wire[:off]
+                self.pointers.append(len(out))
                 out += (0xC000 | ptr).to_bytes(2, "big")
                 return
             if pos + off <= MAX_POINTER:

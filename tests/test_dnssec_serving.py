@@ -287,12 +287,13 @@ def test_denial_memo_holds_only_names_of_the_zone(signed) -> None:
 def test_one_template_serves_every_length(signed, entries: int) -> None:
     """Names of one shape (NSEC3 gap or NSEC span, zone cut) but any length get the
     general path's bytes from one template, whose compression pointers are moved; with
-    room in the cache the general path runs once per template, never per length."""
+    room in the cache the general path runs at most twice per shape (when first seen,
+    then to make its template when a second length comes), never per length."""
     _, signed_engine, _ = signed
     engine = Engine(list(signed_engine.zones.values()), cache_entries=entries)
     general = engine._respond
     calls = []
-    engine._respond = lambda w, t: calls.append(w) or general(w, t)  # type: ignore[method-assign]
+    engine._respond = lambda w, t, p=None: calls.append(w) or general(w, t, p)  # type: ignore[method-assign]
     names = [f"{'x' * n}.coop" for n in range(1, 64, 3)]
     names += [f"{'y' * n}.example.coop" for n in range(1, 64, 3)]
     names += [f"a.{'Z' * n}.signed.coop" for n in range(1, 64, 3)]
@@ -307,7 +308,7 @@ def test_one_template_serves_every_length(signed, entries: int) -> None:
     templates = [key for key in engine.cache if len(key) == 3]
     assert templates
     if entries > len(names) * 4:
-        assert len(calls) == len(templates) < len(names)
+        assert len(calls) <= 2 * len(templates) < len(names)
 
 
 def test_answers_too_big_for_the_client_still_truncate(signed) -> None:

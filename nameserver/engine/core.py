@@ -206,6 +206,8 @@ class Engine:
         if response is not None and (
             response[3] & 0x0F == (NXDOMAIN if shape is not None and shape[0] == "N" else NOERROR)
         ):
+            if shape is not None and len(cache) >= self.cache_entries // 2:
+                return response  # a template will serve this shape (see _from_template)
             if len(cache) >= self.cache_entries:
                 _forget_oldest(cache, self.cache_entries)
             cache[key] = (response[2:12], response[qend:])
@@ -225,20 +227,32 @@ class Engine:
         tkey = (shape, flags, edns)
         template = cache.get(tkey)
         if template is None:
+            # A first sight: most shapes of a big zone (a cut, a gap) are seen once, and
+            # the general path answers them for less than making a template costs.
+            if len(cache) >= self.cache_entries:
+                _forget_oldest(cache, self.cache_entries)
+            cache[tkey] = _SEEN
+            return None
+        if template is _SEEN:
             # Rendered without a size limit: whether it fits is decided per question.
-            full = self._respond(wire, True)
+            pointers: list[int] = []
+            full = self._respond(wire, True, pointers)
             rcode = NXDOMAIN if shape[0] == "N" else NOERROR
             made = None
             if full is not None and full[3] & 0x0F == rcode:
                 anchor = shape[1].name.key if shape[0] == "R" else self.find_zone(qkey).origin.key
-                made = make_template(full, qend, 12 + len(qkey) - len(anchor))
-            template = _NO_TEMPLATE if made is None else made
+                made = make_template(full, qend, 12 + len(qkey) - len(anchor), pointers)
             if len(cache) >= self.cache_entries:
                 _forget_oldest(cache, self.cache_entries)
-            cache[tkey] = template
-        if template is _NO_TEMPLATE or not template.fits(qlen, limit):
+            cache[tkey] = _NO_TEMPLATE if made is None else made
+            if made is None or not made.fits(qlen, limit):
+                return None
+            assert full is not None
+            hit = (full[2:12], full[qend:])
+        elif template is _NO_TEMPLATE or not template.fits(qlen, limit):
             return None
-        hit = (template.head, template.rest(qlen))
+        else:
+            hit = (template.head, template.rest(qlen))
         # The answer at this length too, saving the rewrite next time (~1 us), but only
         # while the cache is less than half full: past that, templates (~20 us saved on
         # each use) must not be pushed out by answers they can write themselves.
@@ -325,7 +339,11 @@ class Engine:
             self._count(_bucket(_qtype_of(response)), response[3] & 0x0F)
         return response
 
-    def _respond(self, wire: bytes, over_tcp: bool) -> bytes | None:
+    def _respond(
+        self, wire: bytes, over_tcp: bool, pointers: list[int] | None = None
+    ) -> bytes | None:
+        """The general path; ``pointers``, if given, gets where the compression
+        pointers of a complete answer are (see render_answer)."""
         try:
             q = parse_query(wire)
         except Drop:
@@ -361,7 +379,7 @@ class Engine:
         if zone is None:
             return render_error(q.qid, q.flags, REFUSED, question, opt)
         ans = lookup(zone, WireName(q.qname), q.qtype, do)
-        return render_answer(q.qid, q.flags, question, qname_key, ans, do, opt, limit)
+        return render_answer(q.qid, q.flags, question, qname_key, ans, do, opt, limit, pointers)
 
     def find_zone(self, key: bytes) -> Zone | None:
         """The zone with the longest origin that contains ``key`` (lowercased wire)."""
@@ -399,7 +417,8 @@ class Engine:
         return header + question + rr + (opt or b"")
 
 
-# Marks a shape whose answer cannot be a template (see make_template).
+# Mark a shape seen once, and one whose answer cannot be a template (make_template).
+_SEEN = Template(b"", 0, 0, (b"",), ())
 _NO_TEMPLATE = Template(b"", 0, 0, (b"",), ())
 
 

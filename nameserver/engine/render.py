@@ -83,8 +83,11 @@ def render_answer(
     do: bool,
     opt: bytes | None,
     limit: int,
+    pointers: list[int] | None = None,
 ) -> bytes:
-    """Render ``ans`` in at most ``limit`` bytes (the OPT record included)."""
+    """Render ``ans`` in at most ``limit`` bytes (the OPT record included). If the
+    whole answer fits and ``pointers`` is given, it gets where each compression
+    pointer of the response is (for :mod:`nameserver.engine.template`)."""
     out = bytearray(12)
     out += question
     comp = Compressor()
@@ -97,6 +100,7 @@ def render_answer(
         flags = response_flags(query_flags, ans.rcode, ans.aa, tc=True)
         return _HEADER.pack(qid, flags, 1, 0, 0, 1 if opt else 0) + question + (opt or b"")
     tc = False
+    complete = True
     arcount = 0
     for index, rrset in enumerate(ans.additional):
         mark = len(out)
@@ -104,11 +108,14 @@ def render_answer(
         if len(out) > room:
             del out[mark:]  # nothing is written after this, so the stale table is harmless
             tc = index < ans.required
+            complete = False
             break
         arcount += added
     if opt:
         out += opt
         arcount += 1
+    if pointers is not None and complete:
+        pointers.extend(comp.pointers)  # nothing was cut, so each still marks a pointer
     flags = response_flags(query_flags, ans.rcode, ans.aa, tc)
     _HEADER.pack_into(out, 0, qid, flags, 1, ancount, nscount, arcount)
     return bytes(out)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from nameserver.wire import MAX_POINTER
 
-NS, CNAME, SOA, PTR, MX = 2, 5, 6, 12, 15
 _LONGEST_NAME = 255
 
 
@@ -57,20 +56,20 @@ class Template:
         return b"".join(out)
 
 
-def make_template(response: bytes, question_end: int, anchor_at: int) -> Template | None:
-    """The template of ``response`` (uncut: no record left out for size), whose question
-    ends at ``question_end`` (QTYPE and QCLASS included) and whose name's anchor starts
-    at ``anchor_at``; None if a pointer aims before the anchor, the bytes do not parse,
-    or a longer question could push a name out of a pointer's reach."""
+def make_template(
+    response: bytes, question_end: int, anchor_at: int, at: list[int]
+) -> Template | None:
+    """The template of ``response``, whose question ends at ``question_end`` (QTYPE and
+    QCLASS included), whose name's anchor starts at ``anchor_at``, and whose compression
+    pointers are at offsets ``at`` (as the renderer reports them for an answer it did
+    not cut: rendered with no limit, any answer short enough to be a template is
+    whole). None if a pointer aims before the anchor, or if a longer question could
+    push a name out of a pointer's reach."""
     size = len(response)
     qlen = question_end - 4 - 12
     if size - qlen + _LONGEST_NAME > MAX_POINTER:
         return None
-    records = sum(int.from_bytes(response[i : i + 2], "big") for i in (6, 8, 10))
-    at = _pointers_at(response, question_end, records)
-    if at is None:
-        return None
-    pointers = tuple(int.from_bytes(response[i : i + 2], "big") for i in at)
+    pointers = tuple(response[i] << 8 | response[i + 1] for i in at)
     if any(p & MAX_POINTER < anchor_at for p in pointers):
         return None
     pieces, start = [], question_end
@@ -79,41 +78,3 @@ def make_template(response: bytes, question_end: int, anchor_at: int) -> Templat
         start = i + 2
     pieces.append(response[start:])
     return Template(response[2:12], qlen, size, tuple(pieces), pointers)
-
-
-def _pointers_at(msg: bytes, i: int, records: int) -> list[int] | None:
-    """Where the compression pointers are in ``records`` resource records from ``i``:
-    in owner names, and in the RDATA names that RFC 1035 types may compress (the only
-    ones our renderer compresses). None if the records do not end with the message."""
-    found: list[int] = []
-    n = len(msg)
-    try:
-        for _ in range(records):
-            i = _name_end(msg, i, found)
-            rtype = msg[i] << 8 | msg[i + 1]
-            rdlen = msg[i + 8] << 8 | msg[i + 9]
-            rdata = i + 10
-            if rtype in (NS, CNAME, PTR):
-                _name_end(msg, rdata, found)
-            elif rtype == MX:
-                _name_end(msg, rdata + 2, found)
-            elif rtype == SOA:
-                _name_end(msg, _name_end(msg, rdata, found), found)
-            i = rdata + rdlen
-    except (IndexError, ValueError):
-        return None
-    return found if i == n else None
-
-
-def _name_end(msg: bytes, i: int, found: list[int]) -> int:
-    """The offset after the name at ``i``, noting where its pointer is if it has one."""
-    while True:
-        length = msg[i]
-        if length >= 0xC0:
-            found.append(i)
-            return i + 2
-        if length == 0:
-            return i + 1
-        if length > 63:
-            raise ValueError("not a label length")
-        i += length + 1
