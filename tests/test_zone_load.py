@@ -357,3 +357,47 @@ def test_compressor_is_unchanged_by_lazy_suffixes() -> None:
     with pytest.raises(ZoneSyntaxError):
         list(read_wire_records("/nonexistent/zone", ORIGIN))
     assert dns.rdata  # (imported for type checkers)
+
+
+OCCLUSION = """\
+$TTL 3600
+@ SOA ns1.nic host 1 2 3 4 5
+@ NS ns1.nic
+ns1.nic A 192.0.2.1
+d1 NS ns1.d1
+d1 A 192.0.2.9
+ns1.d1 A 192.0.2.2
+ns1.d1 TXT "glue with text"
+d2 NS ns1.d2
+d2 NS ns.missing
+d2 DS 12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns1.d2 AAAA 2001:db8::2
+x.ns1.d2 A 192.0.2.3
+sub.d2 NS ns1.d2
+notglue.d2 A 192.0.2.4
+plain.ent A 192.0.2.5
+ns.ent NS ns1.d1
+dn DNAME example.
+below.dn A 192.0.2.6
+ns1.dn A 192.0.2.7
+d3 NS ns1.dn
+d3 NS ns1.d3
+ns1.d3 A 192.0.2.8
+"""
+
+
+def test_occlusion_and_glue_warnings(tmp_path: Path) -> None:
+    """Glue is quiet; data at or below a cut or a DNAME, and missing glue, are not."""
+    path = tmp_path / "occ.zone"
+    path.write_text(OCCLUSION)
+    kept = "(occluded: kept, never served)"
+    assert load_zone(path, ORIGIN).warnings == [
+        f"{path}:6: d1.coop. A is at the delegation d1.coop. {kept}",
+        f"{path}:8: ns1.d1.coop. TXT is below the delegation d1.coop. {kept}",
+        f"{path}:13: x.ns1.d2.coop. A is below the delegation d2.coop. {kept}",
+        f"{path}:14: sub.d2.coop. NS is below the delegation d2.coop. {kept}",
+        f"{path}:15: notglue.d2.coop. A is below the delegation d2.coop. {kept}",
+        f"{path}:19: below.dn.coop. is below the DNAME at dn.coop. {kept}",
+        f"{path}:20: ns1.dn.coop. is below the DNAME at dn.coop. {kept}",
+        f"{path}:9: name server ns.missing.coop. has no address records (glue)",
+    ]

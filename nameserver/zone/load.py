@@ -52,6 +52,7 @@ DEFAULT_EXPIRY_MARGIN = 3 * 86400.0  # seconds: refuse signatures expiring soone
 _BESIDE_CNAME = frozenset({CNAME, RRSIG, dns.rdatatype.NSEC})
 # Types that belong to the parent at a delegation point.
 _AT_CUT = frozenset({NS, DS, RRSIG, dns.rdatatype.NSEC})
+_ADDRESSES = frozenset({A, AAAA})
 
 
 class ZoneError(Exception):
@@ -197,45 +198,65 @@ def _check(path: str, zone: Gathered, warnings: list[str]) -> list[str]:
 def _occlusion_and_glue(zone: Gathered) -> list[str]:
     warnings: list[str] = []
     apex = zone.apex
-    # The NS RRset that first names each name server (by lowercased name).
-    ns_targets: dict[bytes, SetData] = {}
-    for node in zone.owners:
-        s = node.rrsets.get(NS)
-        if s is not None:
-            for p in s.rdatas:
-                key = p[0].key  # type: ignore[index,union-attr]
-                if key not in ns_targets:
-                    ns_targets[key] = s  # type: ignore[assignment]
+    ns_targets = _ns_targets(zone)
     apex_dname = DNAME in apex.rrsets
     children = apex.children
+    olen = len(zone.origin_key)
+    # Every owner is in the zone (or _check would have stopped): one label more than
+    # the origin is a child of the apex.
     for node in zone.owners:
         by_type: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
         if node is apex:
             continue
-        if apex_dname or not (node.name.key[0] + 1 + len(zone.origin_key) == len(node.name.key)
-                              and children.get(node.name.key[1 : 1 + node.name.key[0]]) is node):
+        key = node.name.key
+        first = key[0] + 1  # where the second label starts
+        rest = len(key) - olen
+        if first == rest and not apex_dname:
+            if len(by_type) > 1 and NS in by_type and not by_type.keys() <= _AT_CUT:
+                name = _text(zone.owner_name(node))
+                for t, s in by_type.items():
+                    if t not in _AT_CUT:
+                        warnings.append(
+                            f"{s.where}: {name} {dns.rdatatype.to_text(t)} is at the "
+                            f"delegation {name} (occluded: kept, never served)"
+                        )
+        elif (apex_dname or first + key[first] + 1 != rest or NS in by_type
+              or not by_type.keys() <= _ADDRESSES or key not in ns_targets
+              or not _glue_parent(children.get(key[first + 1 : rest]))):
             _occluded(zone, node, by_type, ns_targets, warnings)
-        elif NS in by_type:
-            name = None
-            for t, s in by_type.items():
-                if t not in _AT_CUT:
-                    name = name or _text(zone.owner_name(node))
-                    warnings.append(
-                        f"{s.where}: {name} {dns.rdatatype.to_text(t)} is at the delegation "
-                        f"{name} (occluded: kept, never served)"
-                    )
+        # else glue of a delegation from the apex, the common case: nothing to say
     for key, s in ns_targets.items():
-        labels = zone.relative_labels(key)
-        if labels is not None:
-            found = zone.find(key)
-            by = found.rrsets if found is not None else {}
-            if A not in by and AAAA not in by:
-                # Named as the first NS record naming it spells it.
-                target = next(p[0] for p in s.rdatas if p[0].key == key)  # type: ignore[index,union-attr]
-                warnings.append(
-                    f"{s.where}: name server {_text(target)} has no address records (glue)"
-                )
+        found = zone.find(key)
+        if found is None and zone.relative_labels(key) is None:
+            continue  # out of the zone
+        by = found.rrsets if found is not None else {}
+        if A not in by and AAAA not in by:
+            # Named as the first NS record naming it spells it.
+            target = next(p[0] for p in s.rdatas if p[0].key == key)  # type: ignore[index,union-attr]
+            warnings.append(
+                f"{s.where}: name server {_text(target)} has no address records (glue)"
+            )
     return warnings
+
+
+def _ns_targets(zone: Gathered) -> dict[bytes, SetData]:
+    """The NS RRset that first names each name server (by lowercased name)."""
+    ns_targets: dict[bytes, SetData] = {}
+    walked: set[int] = set()  # id() of the NS RDATA tuples walked (shared by many RRsets)
+    for node in zone.owners:
+        s = node.rrsets.get(NS)
+        if s is not None and id(s.rdatas) not in walked:
+            walked.add(id(s.rdatas))
+            for p in s.rdatas:
+                key = p[0].key  # type: ignore[index,union-attr]
+                if key not in ns_targets:
+                    ns_targets[key] = s  # type: ignore[assignment]
+    return ns_targets
+
+
+def _glue_parent(parent: Node | None) -> bool:
+    """A child of the apex that is a delegation (not below a DNAME)."""
+    return parent is not None and NS in parent.rrsets and DNAME not in parent.rrsets
 
 
 def _occluded(

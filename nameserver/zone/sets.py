@@ -202,6 +202,15 @@ class Gathered:
         return labels
 
     def find(self, key: bytes) -> Node | None:
+        rest = len(key) - len(self.origin_key)
+        if rest > 0 and key.endswith(self.origin_key):
+            # Children and grandchildren of the apex without a list of labels.
+            first = key[0] + 1
+            if first == rest:
+                return self.apex.children.get(key[1:first])
+            if first < rest and first + key[first] + 1 == rest:
+                parent = self.apex.children.get(key[first + 1 : rest])
+                return parent.children.get(key[1:first]) if parent is not None else None
         labels = self.relative_labels(key)
         if labels is None:
             return None
