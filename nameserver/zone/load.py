@@ -7,7 +7,9 @@ Built for a TLD of a million delegations: records are read straight to wire form
 (:mod:`nameserver.zone.fastread`) and gathered into the very label tree that will be
 served (:mod:`nameserver.zone.sets`); the checks and the DNSSEC safety net read that
 wire form, and compiling turns each gathered set into its RRset in place. The
-cyclic garbage collector is off meanwhile: nothing made here is garbage.
+cyclic garbage collector is off meanwhile (nothing made here is garbage), and what
+was made is frozen out of its sight once loaded (:func:`gc.freeze`). A big file is
+read in two processes (:mod:`nameserver.zone.forkread`).
 """
 
 from __future__ import annotations
@@ -97,7 +99,12 @@ def load_zone(
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load(path, origin, expiry_margin, now, reference, started)
+        result = _load(path, origin, expiry_margin, now, reference, started)
+        # And they live as long as the zone: out of its sight for good. Otherwise its
+        # next collections walk them all (the young one first: all were made while it
+        # was off), seconds for a big zone before the server can start.
+        gc.freeze()
+        return result
     finally:
         if enabled:
             gc.enable()
