@@ -44,7 +44,7 @@ _F_SETPIPE_SZ = 1031  # Linux: fcntl.F_SETPIPE_SZ (Python 3.10+ has the name on 
 PIPE_SIZE = 1 << 20
 # Where the file is cut (a fraction of its size): the child reads the part before,
 # this process the part after and builds the whole tree.
-FIRST_PART = 0.7
+FIRST_PART = 0.6
 _CHUNK = 8 << 20
 
 

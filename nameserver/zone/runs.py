@@ -24,7 +24,7 @@ import dns.rdatatype
 
 from nameserver.wire import WireName
 from nameserver.zone.fastread import WireRecord
-from nameserver.zone.sets import Gathered, SetData
+from nameserver.zone.sets import _NAMELESS, Gathered, SetData
 from nameserver.zone.tree import Node
 
 NS = dns.rdatatype.NS
@@ -46,7 +46,8 @@ def flat_batches(records: Iterable[WireRecord]) -> Iterator[list[Run]]:
     """The records as lists of runs (see the module docstring)."""
     batch: list[Run] = []
     last: WireName | None = None
-    sets: dict[int, SetData] = {}
+    # Per type: TTL, file and line of the first record, the RDATA and the targets.
+    sets: dict[int, list] = {}
     for name, ttl, rdtype, parts, target, file, line in records:
         if name is not last:
             if last is not None:
@@ -58,30 +59,48 @@ def flat_batches(records: Iterable[WireRecord]) -> Iterator[list[Run]]:
             last = name
         s = sets.get(rdtype)
         if s is None:
-            sets[rdtype] = SetData(name, rdtype, ttl, file, line, parts, target)
+            sets[rdtype] = [ttl, file, line, [parts], [target]]
         else:
-            s.add(parts, target)
+            s[3].append(parts)
+            s[4].append(target)
     if last is not None:
         batch.append(_flat(last, sets))
     if batch:
         yield batch
 
 
-def _flat(owner: WireName, sets: dict[int, SetData]) -> Run:
+def _flat(owner: WireName, sets: dict[int, list]) -> Run:
     run: list = [owner.wire]
-    for rdtype, s in sets.items():
-        rdatas = s.rdatas
+    for rdtype, (ttl, file, line, rdatas, targets) in sets.items():
+        if len(rdatas) > 1 and _may_repeat(rdtype, rdatas):
+            s = SetData(owner, rdtype, ttl, file, line, rdatas[0], targets[0])
+            for i in range(1, len(rdatas)):
+                s.add(rdatas[i], targets[i])
+            rdatas, targets = s.rdatas, s.targets  # type: ignore[assignment]
+        elif rdtype == NS or targets[0] is None:
+            targets = ()  # type: ignore[assignment]
         if rdtype in _ONE_NAME:
-            flat = tuple(p[0].wire for p in rdatas)  # type: ignore[index,union-attr]
+            flat = tuple(p[0].wire for p in rdatas)
         elif rdtype == MX:
-            flat = tuple((p[0], p[1].wire) for p in rdatas)  # type: ignore[index,union-attr]
+            flat = tuple((p[0], p[1].wire) for p in rdatas)
         elif rdtype == SOA:
-            flat = tuple((p[0].wire, p[1].wire, p[2]) for p in rdatas)  # type: ignore[index,union-attr]
+            flat = tuple((p[0].wire, p[1].wire, p[2]) for p in rdatas)
         else:
             flat = tuple(rdatas)
-        targets = tuple(t.wire for t in s.targets) if s.targets else ()
-        run += (int(rdtype), s.ttl, s.sigs, s.fixed, flat, targets)  # int: no IntEnum
+        run += (int(rdtype), ttl, file, line, flat,  # int: no IntEnum for marshal
+                tuple(t.wire for t in targets) if targets else ())
     return tuple(run)
+
+
+def _may_repeat(rdtype: int, rdatas: list) -> bool:
+    """Whether some records of a set may be the same (SetData.add decides), by a
+    quick look: distinct bytes of a type without names, or distinct names of NS,
+    CNAME or PTR (compared lowercased), are not."""
+    if rdtype in _NAMELESS and type(rdatas[0]) is bytes:
+        return len(set(rdatas)) != len(rdatas)
+    if rdtype in _ONE_NAME:
+        return len({p[0].key for p in rdatas}) != len(rdatas)
+    return True
 
 
 class Builder:
