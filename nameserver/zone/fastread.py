@@ -33,6 +33,7 @@ import re
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -120,6 +121,8 @@ class _Caches:
     def __init__(self) -> None:
         self.ttls: dict[str, int] = {}
         self.types: dict[str, int] = {}
+        # A type as spelled, to its number and the fast path's converter.
+        self.converters: dict[str, tuple[int, Any]] = {}
         self.sigtimes: dict[str, int] = {}
         self.bitmaps: dict[tuple[str, ...], bytes] = {}
         # Names in RDATA by origin wire and text (at most NAMES_CACHED of them, then
@@ -234,6 +237,9 @@ class _State:
         self.origin = origin
         self.origin_wire = origin.to_wire()
         self.last_name_text = None
+        # The names met in RDATA under this origin (the reader's cache for it, once
+        # the reader has one: _Reader._new_name).
+        self.names: dict[str, tuple[WireName]] = {}
         # ".<origin>." when the origin's text reads back as plain labels: an owner
         # "label.<origin>." then needs no splitting.
         text = origin.to_text()
@@ -465,11 +471,9 @@ class _Reader:
                     i += 1
         if i >= n:
             raise _Fallback
-        rdtype = c.types.get(toks[i]) or c.rdtype(toks[i])
-        convert = self.fast.get(rdtype)
-        if convert is None:
-            raise _Fallback
-        parts, target = convert(self, toks, i + 1, n, state)
+        typed = c.converters.get(toks[i]) or self._converter(toks[i])
+        rdtype = typed[0]
+        parts, target = typed[1](self, toks, i + 1, n, state)
         if ttl is None:
             if state.default_ttl is not None:
                 ttl = state.default_ttl
@@ -485,6 +489,15 @@ class _Reader:
             state.last_name = name
             state.last_name_text = toks[0]
         return name, ttl, rdtype, parts, target, path, lineno
+
+    def _converter(self, text: str) -> tuple[int, object]:
+        """The type spelled ``text`` and its converter, or _Fallback."""
+        rdtype = self.c.rdtype(text)
+        convert = self.fast.get(rdtype)
+        if convert is None:
+            raise _Fallback
+        typed = self.c.converters[text] = (rdtype, convert)
+        return typed
 
     def _slow(self, path: str, lineno: int, blank_owner: bool, tokens: list[_Token],
               state: _State) -> WireRecord:
@@ -509,10 +522,17 @@ class _Reader:
     # -- RDATA -----------------------------------------------------------------------
 
     def _name(self, text: str, state: _State) -> tuple[WireName]:
+        hit = state.names.get(text)
+        if hit is None:
+            return self._new_name(text, state)
+        return hit
+
+    def _new_name(self, text: str, state: _State) -> tuple[WireName]:
         c = self.c
         names = c.names.get(state.origin_wire)
         if names is None:
             names = c.names[state.origin_wire] = {}
+        state.names = names
         hit = names.get(text)
         if hit is None:
             wire = name_wire(text, state.origin_wire)
