@@ -49,7 +49,7 @@ def _zone_text(n: int = 300) -> str:
 def forked(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Every file is big enough to read in two processes."""
     monkeypatch.setattr(load, "FORK_MIN_BYTES", 0)
-    monkeypatch.setattr(forkread.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(forkread, "spare_core", lambda: True)
     return monkeypatch
 
 
@@ -116,3 +116,10 @@ def test_a_failing_child_means_reading_whole(tmp_path: Path, forked: pytest.Monk
     with pytest.raises(ChildFailed, match="boom"):
         list(forked_batches(str(path), ORIGIN))
     assert_same_load(path)  # read whole
+
+
+def test_no_spare_core_no_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forkread.os, "sched_getaffinity", lambda pid: {0})
+    assert not forkread.spare_core()
+    monkeypatch.setattr(forkread.os, "sched_getaffinity", lambda pid: set(range(4096)))
+    assert forkread.spare_core()

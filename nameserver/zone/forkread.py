@@ -30,6 +30,7 @@ import os
 import select
 import signal
 import struct
+import time
 import traceback
 from collections.abc import Iterator
 
@@ -44,7 +45,7 @@ _F_SETPIPE_SZ = 1031  # Linux: fcntl.F_SETPIPE_SZ (Python 3.10+ has the name on 
 PIPE_SIZE = 1 << 20
 # Where the file is cut (a fraction of its size): the child reads the part before,
 # this process the part after and builds the whole tree.
-FIRST_PART = 0.6
+FIRST_PART = 0.65
 _CHUNK = 8 << 20
 
 
@@ -56,9 +57,9 @@ def forked_batches(path: str, origin: dns.name.Name) -> Iterator[list[Run]]:
     """The batches of :func:`flat_batches` over the whole file, in file order; raise
     ZoneSyntaxError as the reader would, or ChildFailed."""
     before = _stamp(path)
-    spans = plan(path) if len(os.sched_getaffinity(0)) >= 2 else None
+    spans = plan(path) if spare_core() else None
     if spans is None:
-        raise ChildFailed("one core, or no place to cut the file")
+        raise ChildFailed("no spare core, or no place to cut the file")
     read_fd, write_fd = os.pipe()
     with contextlib.suppress(OSError):  # a smaller pipe only means more switches
         fcntl.fcntl(write_fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -100,6 +101,26 @@ def forked_batches(path: str, origin: dns.name.Name) -> Iterator[list[Run]]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
+
+
+def spare_core() -> bool:
+    """Whether another core is free for a child now. On a busy machine two processes
+    would take turns on one core, more work (the runs handed over) for nothing: at
+    the least of a few looks, fewer tasks must be running than we have cores, this
+    one included (/proc/loadavg; yes if it cannot be read)."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        return False
+    try:
+        for _ in range(5):
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+            if running < cores:
+                return True
+            time.sleep(0.01)
+    except (OSError, ValueError, IndexError):
+        return True
+    return False
 
 
 def _stamp(path: str) -> tuple[int, ...]:
