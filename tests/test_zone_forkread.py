@@ -11,12 +11,13 @@ from pathlib import Path
 
 import dns.name
 import pytest
-from test_zone_load import _zone, assert_same_load, problems
+from test_zone_load import ZONES, _zone, assert_same_load, problems
 
 from nameserver.zone import forkread, load
+from nameserver.zone.fastread import read_wire_records
 from nameserver.zone.forkread import ChildFailed, forked_batches, plan
 from nameserver.zone.load import _compile, read_sets
-from nameserver.zone.runs import build
+from nameserver.zone.runs import build, flat_batches, gather
 
 ORIGIN = dns.name.from_text("coop.")
 DS = "12345 13 2 " + "ab" * 32
@@ -123,3 +124,15 @@ def test_no_spare_core_no_child(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not forkread.spare_core()
     monkeypatch.setattr(forkread.os, "sched_getaffinity", lambda pid: set(range(4096)))
     assert forkread.spare_core()
+
+
+@pytest.mark.parametrize("path", [*ZONES, None], ids=lambda p: p.name if p else "generated")
+def test_runs_build_what_records_gather(tmp_path: Path, path: Path | None) -> None:
+    if path is None:
+        path = tmp_path / "z.zone"
+        path.write_text(_zone_text())
+    runs = build(flat_batches(read_wire_records(path, ORIGIN)), ORIGIN)
+    records = gather(read_wire_records(path, ORIGIN), ORIGIN)
+    assert runs.count == records.count
+    assert [n.name.wire for n in runs.owners] == [n.name.wire for n in records.owners]
+    assert _zone(_compile(runs, str(path))) == _zone(_compile(records, str(path)))

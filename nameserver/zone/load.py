@@ -29,7 +29,7 @@ from nameserver.zone.denial import Nsec3Chain, NsecChain, nsec3_owner_hash
 from nameserver.zone.fastread import b32hex_whole, read_wire_records, reference_records
 from nameserver.zone.forkread import ChildFailed, forked_batches
 from nameserver.zone.reader import ZoneSyntaxError
-from nameserver.zone.runs import build, flat_batches
+from nameserver.zone.runs import build, gather
 from nameserver.zone.sets import Gathered, SetData
 from nameserver.zone.tree import (
     AAAA,
@@ -148,7 +148,7 @@ def read_sets(
         except ChildFailed:
             pass  # read it whole, here
     records = (reference_records if reference else read_wire_records)(path, origin)
-    return build(flat_batches(records), origin)
+    return gather(records, origin)
 
 
 def _worth_a_fork(path: str) -> bool:

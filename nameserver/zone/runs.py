@@ -5,7 +5,9 @@ Reading a zone is split in two halves that can run in two processes
 reader into *runs*, one per stretch of records of one owner, made only of bytes,
 ints, strings, tuples and None (cheap to hand over with :mod:`marshal`); the
 :class:`Builder` gathers runs into the label tree of :class:`~nameserver.zone.tree.Node`
-that will be served (:class:`~nameserver.zone.sets.Gathered`).
+that will be served (:class:`~nameserver.zone.sets.Gathered`). A file read in one
+process skips the runs: :func:`gather` takes the records straight into the tree,
+with the same result.
 
 A run is ``(owner wire, rdtype, ttl, file, line, rdatas, targets, rdtype, ...)``: six
 fields per RRset of the stretch, in the order the file first states each type, with
@@ -257,6 +259,67 @@ def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wir
             node.add_child(label, child)
         node = child
     return node
+
+
+def gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
+    """The records gathered straight into the label tree, as :class:`Builder` gathers
+    runs (for a file read in this process alone: no runs to make)."""
+    apex = Node(WireName.from_name(origin))
+    zone = Gathered(origin, apex)
+    owners = zone.owners
+    origin_wire = zone.origin_wire
+    origin_key = zone.origin_key
+    olen = len(origin_key)
+    outside: dict[bytes, Node] = {}
+    # The RDATA of NS and A RRsets, shared by value: a TLD's delegations use the same
+    # few name server sets over and over (and glue the same addresses).
+    shared: dict[tuple, tuple] = {}
+    last: WireName | None = None
+    by_type: dict[int, SetData] = {}
+    count = 0
+    for name, ttl, rdtype, parts, target, file, line in records:
+        if name is not last:
+            # Done with the previous owner (most likely): share its RDATA now, so the
+            # memory of the tuples let go is used again at once.
+            for t in (NS, A):
+                s = by_type.get(t)
+                if s is not None and type(s.rdatas) is tuple:
+                    s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
+            last = name
+            key = name.key
+            node = None
+            # Most owners of a TLD are children of the apex: one look-up.
+            size = len(key) - olen
+            if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
+                label = key[1:size]
+                node = apex.children.get(label)
+                if node is None:
+                    # Named by the owner's label and the origin as load_zone has it.
+                    wire = name.wire
+                    if not wire.endswith(origin_wire):
+                        name = WireName(wire[:size] + origin_wire)
+                    node = Node(name)
+                    apex.add_child(label, node)
+                    name = last
+            elif size == 0 and key == origin_key:
+                node = apex
+            if node is None:
+                node = _node(zone, name, outside, origin_wire)
+            by_type = node.rrsets  # type: ignore[assignment]
+            if not by_type:
+                owners.append(node)
+        s = by_type.get(rdtype)
+        if s is None:
+            by_type[rdtype] = SetData(name, rdtype, ttl, file, line, parts, target)
+        elif not s.add(parts, target):
+            continue
+        count += 1
+    for t in (NS, A):
+        s = by_type.get(t)
+        if s is not None and type(s.rdatas) is tuple:
+            s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
+    zone.count = count
+    return zone
 
 
 def build(batches: Iterable[list[Run]], origin: dns.name.Name) -> Gathered:
