@@ -110,9 +110,7 @@ class Builder:
     them (the order every check reports problems in)."""
 
     def __init__(self, origin: dns.name.Name):
-        self.zone = zone = Gathered(origin, Node(WireName.from_name(origin)))
-        self.origin_wire = zone.origin_wire
-        self.origin_key = zone.origin_key
+        self.zone = Gathered(origin, Node(WireName.from_name(origin)))
         self.outside: dict[bytes, Node] = {}
         # One 1-tuple of a WireName per spelling of a name, for every RDATA and owner
         # that names it (glue owners are NS targets too).
@@ -124,12 +122,8 @@ class Builder:
 
     def add(self, batch: list[Run]) -> None:
         zone = self.zone
-        apex = zone.apex
         owners = zone.owners
         names = self.names
-        origin_wire = self.origin_wire
-        origin_key = self.origin_key
-        olen = len(origin_key)
         ns_sets = self.ns_sets
         new = SetData.__new__
         count = 0
@@ -137,22 +131,7 @@ class Builder:
             wire = run[0]
             hit = names.get(wire)
             name = hit[0] if hit is not None else WireName(wire)
-            key = name.key
-            node = None
-            # Most owners of a TLD are children of the apex: one look-up.
-            size = len(key) - olen
-            if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
-                label = key[1:size]
-                node = apex.children.get(label)
-                if node is None:
-                    # Named by the owner's label and the origin as load_zone has it.
-                    node = Node(name if wire.endswith(origin_wire)
-                                else WireName(wire[:size] + origin_wire))
-                    apex.add_child(label, node)
-            elif size == 0 and key == origin_key:
-                node = apex
-            if node is None:
-                node = _node(zone, name, self.outside, origin_wire)
+            node = owner_node(zone, name, self.outside)
             by_type: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
             if not by_type:
                 owners.append(node)
@@ -184,10 +163,7 @@ class Builder:
         zone.count += count
 
     def _name(self, wire: bytes) -> WireName:
-        hit = self.names.get(wire)
-        if hit is None:
-            hit = self.names[wire] = (WireName(wire),)
-        return hit[0]
+        return self._one_name(wire)[0]
 
     def _one_name(self, wire: bytes) -> tuple[WireName]:
         hit = self.names.get(wire)
@@ -220,6 +196,27 @@ def _merge(s: SetData, rdatas: tuple, targets: tuple) -> int:
     for rdata, target in zip(rdatas, targets, strict=True):
         added += s.add(rdata, target)
     return added
+
+
+def owner_node(zone: Gathered, name: WireName, outside: dict[bytes, Node]) -> Node:
+    """The node of owner ``name``, made if new. Most owners of a TLD are children of
+    the apex: one look-up."""
+    key = name.key
+    origin_key = zone.origin_key
+    size = len(key) - len(origin_key)
+    if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
+        label = key[1:size]
+        apex = zone.apex
+        node = apex.children.get(label)
+        if node is None:
+            # Named by the owner's label and the origin as load_zone has it.
+            wire, origin_wire = name.wire, zone.origin_wire
+            node = Node(name if wire.endswith(origin_wire) else WireName(wire[:size] + origin_wire))
+            apex.add_child(label, node)
+        return node
+    if size == 0 and key == origin_key:
+        return zone.apex
+    return _node(zone, name, outside, zone.origin_wire)
 
 
 def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wire: bytes
@@ -264,12 +261,8 @@ def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wir
 def gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
     """The records gathered straight into the label tree, as :class:`Builder` gathers
     runs (for a file read in this process alone: no runs to make)."""
-    apex = Node(WireName.from_name(origin))
-    zone = Gathered(origin, apex)
+    zone = Gathered(origin, Node(WireName.from_name(origin)))
     owners = zone.owners
-    origin_wire = zone.origin_wire
-    origin_key = zone.origin_key
-    olen = len(origin_key)
     outside: dict[bytes, Node] = {}
     # The RDATA of NS and A RRsets, shared by value: a TLD's delegations use the same
     # few name server sets over and over (and glue the same addresses).
@@ -286,25 +279,7 @@ def gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
                 if s is not None and type(s.rdatas) is tuple:
                     s.rdatas = shared.setdefault(s.rdatas, s.rdatas)
             last = name
-            key = name.key
-            node = None
-            # Most owners of a TLD are children of the apex: one look-up.
-            size = len(key) - olen
-            if size > 0 and key[0] + 1 == size and key.endswith(origin_key):
-                label = key[1:size]
-                node = apex.children.get(label)
-                if node is None:
-                    # Named by the owner's label and the origin as load_zone has it.
-                    wire = name.wire
-                    if not wire.endswith(origin_wire):
-                        name = WireName(wire[:size] + origin_wire)
-                    node = Node(name)
-                    apex.add_child(label, node)
-                    name = last
-            elif size == 0 and key == origin_key:
-                node = apex
-            if node is None:
-                node = _node(zone, name, outside, origin_wire)
+            node = owner_node(zone, name, outside)
             by_type = node.rrsets  # type: ignore[assignment]
             if not by_type:
                 owners.append(node)
