@@ -17,6 +17,7 @@ import pytest
 
 from nameserver.config import Identity
 from nameserver.engine.core import Engine
+from nameserver.engine.render import CUT
 from nameserver.engine.template import make_template
 from nameserver.zone.load import load_zone
 
@@ -517,6 +518,26 @@ def test_template_refuses_pointers_before_the_anchor(engine: Engine) -> None:
     template = make_template(response, qend, anchor_at, pointers)
     assert template is not None and template.rest(qend - 16) == response[qend:]
     assert make_template(response, qend, anchor_at + 1, pointers) is None
+
+
+def test_no_template_from_an_answer_cut_to_fit(engine: Engine) -> None:
+    """A referral whose glue was cut (here, by the 512 bytes of a query without EDNS)
+    reports CUT instead of its pointers, and makes no template: another length could
+    fit more."""
+    wire = query("www.many.coop", edns=None).to_wire()
+    pointers: list[int] = []
+    response = engine._respond(wire, False, pointers)
+    assert response is not None and response[2] & 0x02  # TC
+    assert pointers == [CUT]
+    anchor_at = 12 + len(b"\x03www")
+    assert make_template(response, len(wire), anchor_at, pointers) is None
+    whole: list[int] = []
+    response = engine._respond(wire, True, whole)  # over TCP: all of it
+    assert whole and CUT not in whole
+    assert make_template(response, len(wire), anchor_at, whole) is not None
+    cut_early: list[int] = []  # the answer section itself does not fit: TC, no records
+    engine._respond(query("big.nic.coop", "TXT", edns=None).to_wire(), False, cut_early)
+    assert cut_early == [CUT]
 
 
 def test_shapes_serve_the_general_answer() -> None:

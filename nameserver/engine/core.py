@@ -204,13 +204,11 @@ class Engine:
         # (referrals, NXDOMAIN) are few per zone cut or denial-chain gap.
         # A shape is stored only with the answer it stands for (NXDOMAIN or a referral).
         if response is not None and (
-            response[3] & 0x0F == (NXDOMAIN if shape is not None and shape[0] == "N" else NOERROR)
+            response[3] & 0x0F == (NOERROR if shape is None else _rcode_of_shape(shape))
         ):
             if shape is not None and len(cache) >= self.cache_entries // 2:
                 return response  # a template will serve this shape (see _from_template)
-            if len(cache) >= self.cache_entries:
-                _forget_oldest(cache, self.cache_entries)
-            cache[key] = (response[2:12], response[qend:])
+            _put(cache, key, (response[2:12], response[qend:]), self.cache_entries)
         return response
 
     def _from_template(
@@ -229,22 +227,17 @@ class Engine:
         if template is None:
             # A first sight: most shapes of a big zone (a cut, a gap) are seen once, and
             # the general path answers them for less than making a template costs.
-            if len(cache) >= self.cache_entries:
-                _forget_oldest(cache, self.cache_entries)
-            cache[tkey] = _SEEN
+            _put(cache, tkey, _SEEN, self.cache_entries)
             return None
         if template is _SEEN:
             # Rendered without a size limit: whether it fits is decided per question.
             pointers: list[int] = []
             full = self._respond(wire, True, pointers)
-            rcode = NXDOMAIN if shape[0] == "N" else NOERROR
             made = None
-            if full is not None and full[3] & 0x0F == rcode:
+            if full is not None and full[3] & 0x0F == _rcode_of_shape(shape):
                 anchor = shape[1].name.key if shape[0] == "R" else self.find_zone(qkey).origin.key
                 made = make_template(full, qend, 12 + len(qkey) - len(anchor), pointers)
-            if len(cache) >= self.cache_entries:
-                _forget_oldest(cache, self.cache_entries)
-            cache[tkey] = _NO_TEMPLATE if made is None else made
+            _put(cache, tkey, _NO_TEMPLATE if made is None else made, self.cache_entries)
             if made is None or not made.fits(qlen, limit):
                 return None
             assert full is not None
@@ -282,9 +275,7 @@ class Engine:
         """Keep the answer to these exact query bytes: the header and question (``head``,
         after the ID) and the rest, the very bytes object the answer cache holds."""
         raw = self.raw_tcp if over_tcp else self.raw_udp
-        if len(raw) >= self.cache_entries:
-            _forget_oldest(raw, self.cache_entries)
-        raw[wire[2:]] = (head, rest, ckey)
+        _put(raw, wire[2:], (head, rest, ckey), self.cache_entries)
 
     def _shape(
         self, qkey: bytes, starts: list[int], qtype: int, do: int
@@ -420,6 +411,18 @@ class Engine:
 # Mark a shape seen once, and one whose answer cannot be a template (make_template).
 _SEEN = Template(b"", 0, 0, (b"",), ())
 _NO_TEMPLATE = Template(b"", 0, 0, (b"",), ())
+
+
+def _rcode_of_shape(shape: tuple[object, ...]) -> int:
+    """The RCODE of the answers a shape stands for: NXDOMAIN, or a referral's NOERROR."""
+    return NXDOMAIN if shape[0] == "N" else NOERROR
+
+
+def _put(table: dict[Any, Any], key: object, value: object, limit: int) -> None:
+    """``table[key] = value``, making room first if the table holds ``limit`` entries."""
+    if len(table) >= limit:
+        _forget_oldest(table, limit)
+    table[key] = value
 
 
 def _forget_oldest(table: dict[Any, Any], limit: int) -> None:

@@ -21,6 +21,9 @@ _OPT = struct.Struct("!BHHBBHH")  # root owner, type, payload, ext rcode, versio
 # OPCODE and RD are copied; CD is not (RFC 4035 §3.1.6: an authoritative server
 # SHOULD clear it, as Knot and NSD do).
 _COPIED = (0xF << OPCODE_SHIFT) | RD
+# Reported in render_answer's ``pointers`` for an answer cut to fit: its pointers
+# would not describe the whole answer, and no template may be made of it.
+CUT = -1
 
 
 def response_flags(query_flags: int, rcode: int, aa: bool = False, tc: bool = False) -> int:
@@ -85,9 +88,9 @@ def render_answer(
     limit: int,
     pointers: list[int] | None = None,
 ) -> bytes:
-    """Render ``ans`` in at most ``limit`` bytes (the OPT record included). If the
-    whole answer fits and ``pointers`` is given, it gets where each compression
-    pointer of the response is (for :mod:`nameserver.engine.template`)."""
+    """Render ``ans`` in at most ``limit`` bytes (the OPT record included). If
+    ``pointers`` is given, it gets where each compression pointer of the response is
+    (for :mod:`nameserver.engine.template`), or :data:`CUT` if records were left out."""
     out = bytearray(12)
     out += question
     comp = Compressor()
@@ -97,6 +100,8 @@ def render_answer(
     ancount = _write_section(out, comp, ans.answer, do)
     nscount = _write_section(out, comp, ans.authority, do)
     if len(out) > room:
+        if pointers is not None:
+            pointers.append(CUT)
         flags = response_flags(query_flags, ans.rcode, ans.aa, tc=True)
         return _HEADER.pack(qid, flags, 1, 0, 0, 1 if opt else 0) + question + (opt or b"")
     tc = False
@@ -114,8 +119,8 @@ def render_answer(
     if opt:
         out += opt
         arcount += 1
-    if pointers is not None and complete:
-        pointers.extend(comp.pointers)  # nothing was cut, so each still marks a pointer
+    if pointers is not None:
+        pointers.extend(comp.pointers if complete else (CUT,))
     flags = response_flags(query_flags, ans.rcode, ans.aa, tc)
     _HEADER.pack_into(out, 0, qid, flags, 1, ancount, nscount, arcount)
     return bytes(out)

@@ -61,13 +61,15 @@ def make_template(
 ) -> Template | None:
     """The template of ``response``, whose question ends at ``question_end`` (QTYPE and
     QCLASS included), whose name's anchor starts at ``anchor_at``, and whose compression
-    pointers are at offsets ``at`` (as the renderer reports them for an answer it did
-    not cut: rendered with no limit, any answer short enough to be a template is
-    whole). None if a pointer aims before the anchor, or if a longer question could
-    push a name out of a pointer's reach."""
+    pointers are at offsets ``at`` (as render_answer reports them). None if the answer
+    was cut to fit (an offset that is not after the question: render.CUT), if a pointer
+    aims before the anchor, or if a longer question could push a name out of a
+    pointer's reach."""
     size = len(response)
     qlen = question_end - 4 - 12
     if size - qlen + _LONGEST_NAME > MAX_POINTER:
+        return None
+    if any(not question_end <= i < size - 1 for i in at):
         return None
     pointers = tuple(response[i] << 8 | response[i + 1] for i in at)
     if any(p & MAX_POINTER < anchor_at for p in pointers):
