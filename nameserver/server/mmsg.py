@@ -30,8 +30,10 @@ BATCH = 64  # datagrams per system call
 SLOT = 4096  # bytes per datagram slot: the largest UDP payload we answer with (config max)
 MAX_BATCHES_PER_WAKEUP = 16  # then yield to the event loop
 _NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
-_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
+# Plain ints: the socket module's are IntFlag members, and ``int & IntFlag`` runs
+# enum code written in Python (~0.6 µs per datagram, a tenth of an answer's cost).
+_MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))
+_MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))
 
 
 class _Iovec(ctypes.Structure):
