@@ -600,3 +600,25 @@ def test_names_longer_than_255_octets_get_formerr_every_time() -> None:
             assert response is not None
             assert response[3] & 0x0F == dns.rcode.FORMERR
             assert dns.message.from_wire(response).rcode() == dns.rcode.FORMERR
+
+
+def test_every_opt_form_gets_its_own_limit() -> None:
+    """The fast path remembers OPT records by their bytes (a bounded table): each
+    payload size, DO bit and option set is still answered as the general path would,
+    before and after the table is full, over UDP and TCP."""
+    engine = Engine([ZONE], identity=Identity(nsid="ns1"))
+    reference = Engine([ZONE], identity=Identity(nsid="ns1"))
+    wires = []
+    for payload in range(400, 1700, 1):  # more forms than the table keeps
+        for do in (False, True):
+            wires.append(query("big.nic.coop", "TXT", payload=payload, do=do).to_wire())
+    nsid = [dns.edns.GenericOption(dns.edns.NSID, b"")]
+    wires.append(query("big.nic.coop", "TXT", payload=4096, options=nsid).to_wire())
+    badvers = query("big.nic.coop", "TXT", payload=4096)
+    badvers.use_edns(1, payload=4096)
+    wires.append(badvers.to_wire())
+    for _ in range(2):
+        for tcp in (False, True):
+            for wire in wires:
+                assert engine.handle(wire, tcp) == reference.respond(wire, tcp)
+    assert len(engine._opt_forms) < len(wires) // 2

@@ -42,6 +42,10 @@ MAX_TCP = 65535
 DEFAULT_CACHE_ENTRIES = 250_000
 
 
+# OPT records remembered by _read_opt: a client varies at most the payload size, the
+# extended RCODE and flags; past this many forms, new ones are read each time.
+_MAX_OPT_FORMS = 1024
+
 # QTYPEs counted one by one for metrics; any other is counted as OTHER_QTYPE, so
 # clients asking odd types cannot grow the counters without bound.
 COUNTED_QTYPES = (
@@ -106,6 +110,8 @@ class Engine:
         # differ). Filled on the second sight of a question.
         self.raw_udp: dict[bytes, tuple[bytes, bytes, int]] = {}
         self.raw_tcp: dict[bytes, tuple[bytes, bytes, int]] = {}
+        # An OPT record without options, as sent (11 bytes) -> (EDNS state, UDP limit).
+        self._opt_forms: dict[bytes, tuple[int, int]] = {}
         self.dropped = 0
         self.nsid = identity.nsid.encode() if identity and identity.nsid else None
         self.chaos: dict[bytes, bytes] = {}
@@ -152,26 +158,17 @@ class Engine:
         if arcount == b"\x00\x00" and qend == n:
             edns = 0
             limit = MAX_TCP if over_tcp else 512
-        elif (
-            arcount == b"\x00\x01"
-            and n >= qend + 11
-            and wire[qend : qend + 3] == b"\x00\x00\x29"
-            and wire[qend + 6] == 0  # EDNS version 0
-            and qend + 11 + int.from_bytes(wire[qend + 9 : qend + 11], "big") == n
-        ):
-            edns = 3 if wire[qend + 7] & 0x80 else 1
-            if n > qend + 11:  # options: only their framing matters, and NSID
-                asks_nsid = _scan_options(wire, qend + 11)
-                if asks_nsid is None:
-                    return self.respond(wire, over_tcp)  # malformed: FORMERR
-                if asks_nsid and self.nsid is not None:
-                    edns |= 4
+        elif arcount == b"\x00\x01":
+            # The OPT record (RFC 6891 §6.1.2) is the rest of the message; the few forms
+            # clients send are read once (see _read_opt).
+            form = self._opt_forms.get(wire[qend:])
+            if form is None:
+                form = self._read_opt(wire, qend)
+                if form is None:
+                    return self.respond(wire, over_tcp)
+            edns, limit = form
             if over_tcp:
                 limit = MAX_TCP
-            else:
-                limit = min(
-                    max(int.from_bytes(wire[qend + 3 : qend + 5], "big"), 512), self.udp_payload
-                )
         else:
             return self.respond(wire, over_tcp)
         qkey = wire[12:end].lower()
@@ -193,7 +190,12 @@ class Engine:
                 if hit is not None and shape[0] == "R" and len(cache) < self.cache_entries:
                     cache[exact] = hit  # names below a cut recur: next time, one look-up
         if hit is not None:
-            ckey = self._count(_bucket(qtc[:2]), hit[0][1] & 0x0F)
+            rcode = hit[0][1] & 0x0F
+            ckey = self._count_index.get((qtc[:2], rcode))
+            if ckey is None:
+                ckey = self._count(_bucket(qtc[:2]), rcode)
+            else:
+                self._counts[ckey] += 1
             head = hit[0] + wire[12:qend]
             if shape is None or shape[0] == "R":
                 self._remember_raw(wire, head, hit[1], ckey, over_tcp)
@@ -210,6 +212,32 @@ class Engine:
                 return response  # a template will serve this shape (see _from_template)
             _put(cache, key, (response[2:12], response[qend:]), self.cache_entries)
         return response
+
+    def _read_opt(self, wire: bytes, qend: int) -> tuple[int, int] | None:
+        """The EDNS state (1, or 3 with DO; 4 added if NSID is asked for and we have
+        one) and UDP size limit of a query whose OPT record starts at ``qend``; None if
+        it is malformed or another version (the general path answers it). A form
+        without options is remembered in ``_opt_forms``, up to a bound."""
+        n = len(wire)
+        if not (
+            n >= qend + 11
+            and wire[qend : qend + 3] == b"\x00\x00\x29"
+            and wire[qend + 6] == 0  # EDNS version 0
+            and qend + 11 + int.from_bytes(wire[qend + 9 : qend + 11], "big") == n
+        ):
+            return None
+        edns = 3 if wire[qend + 7] & 0x80 else 1
+        if n > qend + 11:  # options: only their framing matters, and NSID
+            asks_nsid = _scan_options(wire, qend + 11)
+            if asks_nsid is None:
+                return None  # malformed: FORMERR
+            if asks_nsid and self.nsid is not None:
+                edns |= 4
+        limit = min(max(int.from_bytes(wire[qend + 3 : qend + 5], "big"), 512), self.udp_payload)
+        form = (edns, limit)
+        if n == qend + 11 and len(self._opt_forms) < _MAX_OPT_FORMS:
+            self._opt_forms[wire[qend:]] = form
+        return form
 
     def _from_template(
         self, wire: bytes, qkey: bytes, qend: int, shape: tuple[object, ...],
@@ -308,8 +336,8 @@ class Engine:
             if child is None:
                 if node.wildcard is not None:
                     return None
-                if do and denial.is_signed(zone):
-                    return ("N", *denial.nxdomain_key(zone, qkey, node.name.key))
+                if do and (zone.nsec3 is not None or zone.nsec is not None):  # signed
+                    return ("N", *denial.nxdomain_key(zone, qkey, node.name.key, qkey[p:]))
                 return ("N", zone)
             node = child
             if node.cut and not (j == 0 and qtype == DS):

@@ -7,6 +7,8 @@ travel with them). Names are lowercased wire names.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from nameserver.zone.denial import Nsec3Chain
 from nameserver.zone.tree import RRset, Zone
 
@@ -60,15 +62,22 @@ def nxdomain(zone: Zone, qname: bytes, encloser: bytes) -> list[RRset]:
     return _unique(list(nxdomain_key(zone, qname, encloser)))
 
 
-def nxdomain_key(zone: Zone, qname: bytes, encloser: bytes) -> tuple[RRset, ...]:
+def nxdomain_key(
+    zone: Zone, qname: bytes, encloser: bytes, next_closer: bytes | None = None
+) -> tuple[RRset, ...]:
     """The proof of :func:`nxdomain`, before duplicates are removed: a tuple that also
-    serves the fast path as the identity of the answer (one hash per query for NSEC3)."""
-    if zone.nsec3 is not None:
-        chain = zone.nsec3
+    serves the fast path as the identity of the answer (one hash per query for NSEC3).
+    ``next_closer``, if given, is the child of ``encloser`` on the way to ``qname``."""
+    chain = zone.nsec3
+    if chain is not None:
         # Names between the closest encloser and the query name do not exist, so the
         # closest provable encloser of the query is the encloser's own.
-        ce, match, wildcard_cover = _provable(chain, encloser)
-        return (match, chain.cover(_next_closer(qname, ce)), wildcard_cover)
+        memo = chain.encloser_memo.get(encloser)
+        ce, match, wildcard_cover = memo if memo is not None else _provable(chain, encloser)
+        if next_closer is None or ce != encloser:
+            next_closer = _next_closer(qname, ce)
+        at = bisect_right(chain.hashes, chain.hash(next_closer)) - 1  # (chain.cover)
+        return (match, chain.rrsets[at], wildcard_cover)
     nsec = zone.nsec
     assert nsec is not None
     return (nsec.cover(qname), nsec.cover(_WILDCARD + encloser))

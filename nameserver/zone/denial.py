@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from bisect import bisect_right
+from hashlib import sha1
 
 from nameserver.wire import label_list
 from nameserver.zone.tree import RRset
@@ -18,11 +19,12 @@ from nameserver.zone.tree import RRset
 class Nsec3Chain:
     """The NSEC3 records of one parameter set, sorted by owner hash."""
 
-    __slots__ = ("iterations", "salt", "hashes", "rrsets", "by_hash", "encloser_memo")
+    __slots__ = ("iterations", "salt", "plain", "hashes", "rrsets", "by_hash", "encloser_memo")
 
     def __init__(self, iterations: int, salt: bytes, records: list[tuple[bytes, RRset]]):
         self.iterations = iterations
         self.salt = salt
+        self.plain = not iterations and not salt  # RFC 9276's advice: one SHA-1, no salt
         records.sort(key=lambda item: item[0])
         self.hashes = [h for h, _ in records]
         self.rrsets = [r for _, r in records]
@@ -33,6 +35,8 @@ class Nsec3Chain:
 
     def hash(self, key: bytes) -> bytes:
         """RFC 5155 §5: SHA-1 over the canonical (lowercased) wire name, iterated."""
+        if self.plain:
+            return sha1(key).digest()
         digest = hashlib.sha1(key + self.salt).digest()
         for _ in range(self.iterations):
             digest = hashlib.sha1(digest + self.salt).digest()
