@@ -622,3 +622,39 @@ def test_every_opt_form_gets_its_own_limit() -> None:
             for wire in wires:
                 assert engine.handle(wire, tcp) == reference.respond(wire, tcp)
     assert len(engine._opt_forms) < len(wires) // 2
+
+
+def test_nested_and_root_zones_answer_from_the_closest(tmp_path: Path) -> None:
+    """With a child zone inside a delegation of coop., and the root zone, each name is
+    answered from the zone with the longest origin that contains it, on both paths."""
+    soa = "@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 3600\n@ 3600 IN NS ns1\n"
+    (tmp_path / "example.zone").write_text(
+        soa + "ns1 A 192.0.2.1\nwww A 192.0.2.2\nsub NS ns.sub\nns.sub A 192.0.2.3\n"
+    )
+    (tmp_path / "root.zone").write_text(soa + "ns1 A 192.0.2.9\ncoop NS a.coop-servers.example.\n")
+    zones = [
+        ZONE,
+        load_zone(tmp_path / "example.zone", "example.coop.").zone,
+        load_zone(tmp_path / "root.zone", ".").zone,
+    ]
+    engine, reference = Engine(zones), Engine(zones)
+    expect = {  # name: (RCODE, AA, the owner of the authority section's first record)
+        "www.example.coop": (dns.rcode.NOERROR, True, None),
+        "abc.example.coop": (dns.rcode.NXDOMAIN, True, "example.coop."),  # www's length
+        "nope.example.coop": (dns.rcode.NXDOMAIN, True, "example.coop."),
+        "a.b.sub.example.coop": (dns.rcode.NOERROR, False, "sub.example.coop."),
+        "www.signed.coop": (dns.rcode.NOERROR, False, "signed.coop."),
+        "nope.coop": (dns.rcode.NXDOMAIN, True, "coop."),
+        "nope.net": (dns.rcode.NXDOMAIN, True, "."),
+        "x.y.z": (dns.rcode.NXDOMAIN, True, "."),
+    }
+    for _ in range(3):  # general path, then shapes and templates, then raw bytes
+        for name, (rcode, aa, owner) in expect.items():
+            for n in (name, name.replace("nope", "nopeee", 1)):
+                wire = query(n, "A").to_wire()
+                response = engine.handle(wire, False)
+                assert response == reference.respond(wire, False)
+                r = dns.message.from_wire(response)
+                assert r.rcode() == rcode and bool(r.flags & dns.flags.AA) == aa, n
+                if owner is not None:
+                    assert str(r.authority[0].name) == owner, n

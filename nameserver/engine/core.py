@@ -36,6 +36,7 @@ CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
 TXT, DS, AXFR, IXFR, ANY = 16, 43, 252, 251, 255
 NSID = 3
 MAX_TCP = 65535
+_AXFR, _IXFR, _DS = (t.to_bytes(2, "big") for t in (AXFR, IXFR, DS))
 # Entries per answer cache (by question and shape; by raw query bytes over UDP; over
 # TCP). Measured on the signed 10k zone's TLD mix: ~450 bytes per entry on average
 # (answers are shared between the caches), so ~110 MB per full cache at this default.
@@ -93,6 +94,11 @@ class Engine:
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
     ):
         self.zones: dict[bytes, Zone] = {z.origin.key: z for z in zones}
+        # Label counts of the origins but the root's, longest first: where _shape looks
+        # for a zone among a name's suffixes.
+        self._origin_depths = sorted(
+            {z.origin.labels for z in self.zones.values()} - {0}, reverse=True
+        )
         self.udp_payload = udp_payload
         self.cache_entries = cache_entries
         # (QNAME key, QTYPE/QCLASS, RD, EDNS state, limit) or (shape, question length,
@@ -179,7 +185,7 @@ class Engine:
         hit = cache.get(key)
         shape = None
         if hit is None and qtc[2:] == b"\x00\x01":
-            shape = self._shape(qkey, starts, int.from_bytes(qtc[:2], "big"), edns & 2)
+            shape = self._shape(qkey, starts, qtc[:2], edns & 2)
             if shape is not None:
                 # The bytes after the question depend on the question only through its
                 # length (Answer.anchor): one entry serves every name of that shape.
@@ -306,26 +312,29 @@ class Engine:
         _put(raw, wire[2:], (head, rest, ckey), self.cache_entries)
 
     def _shape(
-        self, qkey: bytes, starts: list[int], qtype: int, do: int
+        self, qkey: bytes, starts: list[int], qtype: bytes, do: int
     ) -> tuple[object, ...] | None:
         """What a referral or NXDOMAIN answer for ``qkey`` depends on, or None for any
-        other answer. ``starts`` are the offsets of its labels. Mirrors the walk of
+        other answer. ``starts`` are the offsets of its labels, ``qtype`` is the QTYPE's
+        two bytes. Mirrors the walk of
         :func:`nameserver.engine.lookup.lookup`; the tests check that answers served by
         shape equal the general path's."""
-        if qtype in (AXFR, IXFR):
+        if qtype in (_AXFR, _IXFR):
             return None
         zones = self.zones
         # The zone: the longest origin among the suffixes of QNAME (find_zone).
-        below = 0  # labels of QNAME below the zone's origin
-        for p in starts:
-            zone = zones.get(qkey[p:] if p else qkey)
-            if zone is not None:
-                break
-            below += 1
+        depth = len(starts)
+        for labels in self._origin_depths:
+            if labels <= depth:
+                zone = zones.get(qkey[starts[depth - labels] :])
+                if zone is not None:
+                    below = depth - labels  # labels of QNAME below the zone's origin
+                    break
         else:
             zone = zones.get(b"\x00")
             if zone is None:
                 return None
+            below = depth
         node = zone.apex
         if node.dname is not None:
             return None
@@ -340,7 +349,7 @@ class Engine:
                     return ("N", *denial.nxdomain_key(zone, qkey, node.name.key, qkey[p:]))
                 return ("N", zone)
             node = child
-            if node.cut and not (j == 0 and qtype == DS):
+            if node.cut and not (j == 0 and qtype == _DS):
                 return ("R", node)
             if node.dname is not None and j > 0:
                 return None
