@@ -194,11 +194,14 @@ class BatchedUDPReader:
         iov_len_at, iov_step = self._iov_len_at, self._iov_step
         stats = self.stats
         skipped: list[int] = []
+        # Every datagram's length and flags, read in two calls.
+        lengths = rwords[len_at : count * step : step].tolist()
+        flags = rwords[flags_at : count * step : step].tolist()
+        start = -SLOT
         for k in range(count):
-            base = k * step
-            start = k * SLOT
-            length = rwords[base + len_at]
-            if rwords[base + flags_at] & _MSG_TRUNC:
+            start += SLOT
+            length = lengths[k]
+            if flags[k] & _MSG_TRUNC:
                 stats.oversized += 1  # larger than any DNS query over UDP: dropped
                 skipped.append(k)
                 continue
