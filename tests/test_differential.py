@@ -1286,6 +1286,16 @@ def _truncated_alike(case: Case, ours: Norm, knot: Norm) -> bool:
     )
 
 
+def _fits_where_knot_truncates(case: Case, ours: Norm, knot: Norm) -> bool:
+    """Knot set TC and kept what fitted; ours, a few bytes smaller, is whole."""
+    if "TC" in _flagset(ours) or _flagset(knot) != _flagset(ours) | {"TC"}:
+        return False
+    if not _others_equal(ours, knot, "flags", "answer", "authority", "additional"):
+        return False
+    sections = ("answer", "authority", "additional")
+    return all(set(getattr(knot, s)) <= set(getattr(ours, s)) for s in sections)
+
+
 def _negative_soa_dropped(case: Case, ours: Norm, knot: Norm) -> bool:
     return (
         "TC" in _flagset(ours)
@@ -1608,6 +1618,15 @@ DELIBERATE: list[Deliberate] = [
         "TCP either way; how much glue fits differs by a few bytes of name compression.",
         lambda c: not c.tcp,
         _truncated_alike,
+    ),
+    Deliberate(
+        "fits-where-knot-truncates",
+        "An answer within a few bytes of the client's payload size: ours fits whole (its "
+        "names compressed wherever RFC 1035 §4.1.4 allows; never the RRSIG signer, RFC 4034 "
+        "§3.1.7), Knot's is larger, so Knot sets TC and keeps what fitted. Seen on a signed "
+        "referral with glue at 512 bytes (ours 511, Knot's 538 over TCP).",
+        lambda c: not c.tcp,
+        _fits_where_knot_truncates,
     ),
     Deliberate(
         "negative-answer-soa-does-not-fit",
