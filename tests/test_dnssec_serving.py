@@ -326,7 +326,7 @@ def test_one_template_serves_every_length(signed, entries: int) -> None:
                 wire = q.to_wire()
                 served = engine.handle(wire, tcp)
                 assert served == general(wire, tcp), name
-    templates = [key for key in engine.cache if len(key) == 3]
+    templates = [key for key in engine.shapes if len(key) == 3]
     assert templates
     if entries > len(names) * 4:
         assert len(calls) <= 2 * len(templates) < len(names)

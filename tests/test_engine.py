@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -497,12 +498,12 @@ def test_random_names_share_one_entry_per_shape() -> None:
     for i in range(100):
         engine.handle(query(f"random{i:03d}.coop").to_wire(), False)
         engine.handle(query(f"host{i:03d}.example.coop").to_wire(), False)
-    shapes = [key for key in engine.cache if isinstance(key[0], tuple)]
-    assert len(shapes) == 4  # per shape: its answer at this length, and a template mark
+    assert len(engine.shapes) == 4  # per shape: its answer at this length, a template mark
     # Each name below the cut served by shape also gets an exact entry, sharing the
     # shape's bytes (all but the first, answered by the general path).
-    answers = {id(v) for v in engine.cache.values() if isinstance(v, tuple)}
-    assert len(answers) == 2 and len(engine.cache) == 4 + 99
+    shared = {id(v) for v in engine.shapes.values() if isinstance(v, tuple)}
+    assert len(shared) == 2 and len(engine.cache) == 99
+    assert {id(v) for v in engine.cache.values()} < shared
 
 
 def test_template_refuses_pointers_before_the_anchor(engine: Engine) -> None:
@@ -658,3 +659,47 @@ def test_nested_and_root_zones_answer_from_the_closest(tmp_path: Path) -> None:
                 assert r.rcode() == rcode and bool(r.flags & dns.flags.AA) == aa, n
                 if owner is not None:
                     assert str(r.authority[0].name) == owner, n
+
+
+def _count_general(engine: Engine) -> list[bytes]:
+    """Record every query that takes the general path from now on."""
+    general = engine.respond
+    calls: list[bytes] = []
+    engine.respond = lambda w, t=False: calls.append(w) or general(w, t)  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_cycle_longer_than_the_cache_still_hits() -> None:
+    """Questions asked in the same order, more of them than the cache holds (a query
+    file replayed, a refresh cycle): the forgotten run is taken at random, not the
+    oldest, so most of the cycle is answered from the cache (first-in-first-out would
+    forget each answer just before it is asked again: no hit at all)."""
+    random.seed(1844)
+    engine = Engine([ZONE], cache_entries=64)
+    reference = Engine([ZONE])
+    # 80 questions (NODATA answers), each its own entry of the question cache.
+    cycle = [query(n, 1000 + t).to_wire() for n in ("coop", "www.nic.coop") for t in range(40)]
+    for _ in range(3):
+        for wire in cycle:
+            assert engine.handle(wire, False) == reference.respond(wire, False)
+    calls = _count_general(engine)
+    for _ in range(5):
+        for wire in cycle:
+            assert engine.handle(wire, False) == reference.respond(wire, False)
+    assert len(calls) < 0.8 * 5 * len(cycle)
+
+
+def test_shapes_outlast_a_flood_of_questions() -> None:
+    """Shapes and templates have a table of their own: questions with exact answers,
+    however many, do not push out what answers every name of a shape."""
+    engine = Engine([ZONE], cache_entries=32)
+    for name in ("random1.coop", "random22.coop", "h1.example.coop", "h22.example.coop"):
+        engine.handle(query(name).to_wire(), False)  # first sight, then a template
+    for i in range(200):  # NODATA answers: each question an entry of the question cache
+        engine.handle(query("www.nic.coop", 1000 + i).to_wire(), False)
+    assert len(engine.cache) <= 32
+    calls = _count_general(engine)
+    for i in range(1, 40):
+        for name in (f"{'r' * i}.coop", f"{'h' * i}.example.coop"):
+            assert engine.handle(query(name).to_wire(), False) is not None
+    assert calls == []
