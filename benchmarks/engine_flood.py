@@ -51,7 +51,7 @@ def main() -> None:
             engine.handle(wire, False)
         spent = time.process_time() - began
         print(f"queries {start:>7}-{start + len(part):<7} {spent / len(part) * 1e6:6.2f} us/query"
-              f"  cache {len(engine.cache)}", flush=True)
+              f"  cache {len(engine.cache)} shapes {len(engine.shapes)}", flush=True)
 
 
 if __name__ == "__main__":
