@@ -1131,6 +1131,7 @@ class Norm:
     answer: tuple[str, ...] = ()
     authority: tuple[str, ...] = ()
     additional: tuple[str, ...] = ()
+    size: int = field(default=0, compare=False)  # bytes on the wire: never compared
 
     def get(self, name: str) -> object:
         return getattr(self, name)
@@ -1204,6 +1205,7 @@ def normalise(wire: bytes | None) -> Norm:
         answer=section(msg.answer),
         authority=section(msg.authority),
         additional=section(msg.additional),
+        size=len(wire),
     )
 
 
@@ -1287,7 +1289,11 @@ def _truncated_alike(case: Case, ours: Norm, knot: Norm) -> bool:
 
 
 def _fits_where_knot_truncates(case: Case, ours: Norm, knot: Norm) -> bool:
-    """Knot set TC and kept what fitted; ours, a few bytes smaller, is whole."""
+    """Knot set TC and kept what fitted; ours, a few bytes smaller, is whole and within
+    the client's size (our server's default udp_payload_size is 1232)."""
+    limit = 512 if case.edns is None else min(max(case.edns[0], 512), 1232)
+    if not 0 < ours.size <= limit:
+        return False
     if "TC" in _flagset(ours) or _flagset(knot) != _flagset(ours) | {"TC"}:
         return False
     if not _others_equal(ours, knot, "flags", "answer", "authority", "additional"):

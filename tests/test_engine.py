@@ -703,3 +703,16 @@ def test_shapes_outlast_a_flood_of_questions() -> None:
         for name in (f"{'r' * i}.coop", f"{'h' * i}.example.coop"):
             assert engine.handle(query(name).to_wire(), False) is not None
     assert calls == []
+
+
+def test_a_flood_of_opt_forms_does_not_pin_the_table() -> None:
+    """Made-up OPT forms (any payload size, spoofable) fill the table of known forms; a
+    full table forgets a run, so a common form asked afterwards is remembered again."""
+    random.seed(7)
+    engine = Engine([ZONE])
+    for payload in range(2048):
+        engine.handle(query("www.nic.coop", payload=payload).to_wire(), False)
+    common = query("www.nic.coop", "AAAA", payload=1232, do=True).to_wire()
+    for _ in range(3):
+        assert engine.handle(common, False) == engine.respond(common, False)
+    assert common[-11:] in engine._opt_forms

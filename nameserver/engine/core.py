@@ -45,7 +45,7 @@ DEFAULT_CACHE_ENTRIES = 250_000
 
 
 # OPT records remembered by _read_opt: a client varies at most the payload size, the
-# extended RCODE and flags; past this many forms, new ones are read each time.
+# extended RCODE and flags; a full table forgets a run, like the answer caches.
 _MAX_OPT_FORMS = 1024
 
 # QTYPEs counted one by one for metrics; any other is counted as OTHER_QTYPE, so
@@ -173,7 +173,7 @@ class Engine:
         elif arcount == b"\x00\x01":
             # The OPT record (RFC 6891 §6.1.2) is the rest of the message; the few forms
             # clients send are read once (see _read_opt).
-            form = self._opt_forms.get(wire[qend:])
+            form = self._opt_forms.get(wire[qend:]) if n - qend == 11 else None
             if form is None:
                 form = self._read_opt(wire, qend)
                 if form is None:
@@ -231,7 +231,7 @@ class Engine:
         """The EDNS state (1, or 3 with DO; 4 added if NSID is asked for and we have
         one) and UDP size limit of a query whose OPT record starts at ``qend``; None if
         it is malformed or another version (the general path answers it). A form
-        without options is remembered in ``_opt_forms``, up to a bound."""
+        without options is remembered in ``_opt_forms`` (bounded)."""
         n = len(wire)
         if not (
             n >= qend + 11
@@ -249,8 +249,8 @@ class Engine:
                 edns |= 4
         limit = min(max(int.from_bytes(wire[qend + 3 : qend + 5], "big"), 512), self.udp_payload)
         form = (edns, limit)
-        if n == qend + 11 and len(self._opt_forms) < _MAX_OPT_FORMS:
-            self._opt_forms[wire[qend:]] = form
+        if n == qend + 11:
+            _put(self._opt_forms, wire[qend:], form, _MAX_OPT_FORMS)
         return form
 
     def _from_template(
