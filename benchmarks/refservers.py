@@ -377,8 +377,11 @@ def process_tree_pids(pid: int) -> list[int]:
     return result
 
 
-def process_tree_cpu_seconds(pid: int, *, include_reaped: bool = True) -> float:
-    """User+system CPU seconds of ``pid`` and all its descendants (from /proc/<pid>/stat).
+def process_tree_cpu_seconds(
+    pid: int, *, include_reaped: bool = True, system_only: bool = False
+) -> float:
+    """User+system CPU seconds of ``pid`` and all its descendants (from /proc/<pid>/stat);
+    with ``system_only``, the system (kernel) part alone.
 
     With ``include_reaped`` (default) the cutime/cstime of every process in the tree is
     added too, i.e. CPU of children that already exited and were waited for, so the value
@@ -389,9 +392,9 @@ def process_tree_cpu_seconds(pid: int, *, include_reaped: bool = True) -> float:
         st = _read_stat(p)
         if st is None:
             continue
-        ticks += st.utime + st.stime
+        ticks += st.stime if system_only else st.utime + st.stime
         if include_reaped:
-            ticks += st.cutime + st.cstime
+            ticks += st.cstime if system_only else st.cutime + st.cstime
     return ticks / _CLK_TCK
 
 
@@ -531,6 +534,10 @@ class RefServer:
 
     def cpu_seconds(self) -> float:
         return process_tree_cpu_seconds(self.pid) if self.alive() else 0.0
+
+    def system_cpu_seconds(self) -> float:
+        """The kernel's part of :meth:`cpu_seconds` (system calls, softirqs)."""
+        return process_tree_cpu_seconds(self.pid, system_only=True) if self.alive() else 0.0
 
     def rss_bytes(self) -> int:
         return process_tree_rss_bytes(self.pid) if self.alive() else 0

@@ -676,6 +676,7 @@ class Sample:
     dnsperf: DnsperfResult | None = None
     cpu_s: float | None = None
     cpu_us_per_query: float | None = None
+    sys_us_per_query: float | None = None  # the kernel's part of cpu_us_per_query
     cpu_util: float | None = None
     rss_bytes: int | None = None
     pss_bytes: int | None = None
@@ -708,6 +709,7 @@ def measure(
         return sample
     cmd = dnsperf_command(srv.port, queryfile, duration, mix, args)
     udp0, cpu0, t0 = udp_counters(), srv.cpu_seconds(), time.monotonic()
+    sys0 = srv.system_cpu_seconds()
     try:
         proc = subprocess.run(
             cmd,
@@ -720,7 +722,7 @@ def measure(
         sample.error = f"dnsperf hung: {exc}"
         return sample
     wall = time.monotonic() - t0
-    cpu1, udp1 = srv.cpu_seconds(), udp_counters()
+    cpu1, sys1, udp1 = srv.cpu_seconds(), srv.system_cpu_seconds(), udp_counters()
     raw.write(f"### {srv.name} {mix.name} round {rnd}: {shlex.join(cmd)}\n")
     raw.write(proc.stdout + proc.stderr + "\n")
     raw.flush()
@@ -740,6 +742,7 @@ def measure(
     sample.cpu_util = sample.cpu_s / result.runtime_s if result.runtime_s > 0 else None
     if result.completed:
         sample.cpu_us_per_query = sample.cpu_s * 1e6 / result.completed
+        sample.sys_us_per_query = (sys1 - sys0) * 1e6 / result.completed
     sample.rss_bytes = srv.rss_bytes()
     sample.pss_bytes = srv.pss_bytes()
     sample.rcvbuf_errors = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
@@ -1063,6 +1066,7 @@ def summarize(samples: list[Sample]) -> dict[tuple[str, str], dict[str, Any]]:
             "failed": len(group) - len(good),
             "qps": _median([s.dnsperf.qps for s in good if s.dnsperf]),
             "cpu_us": _median([s.cpu_us_per_query for s in good]),
+            "sys_us": _median([s.sys_us_per_query for s in good]),
             "cpu_util": _median([s.cpu_util for s in good]),
             "lat_ms": _median(
                 [
@@ -1125,6 +1129,7 @@ def render_report(
                     mix.name,
                     _fmt(st["qps"], ",.0f"),
                     _fmt(st["cpu_us"], ".1f"),
+                    _fmt(st["sys_us"], ".1f"),
                     _fmt(None if st["cpu_util"] is None else 100 * st["cpu_util"], ".0f"),
                     _fmt(st["lat_ms"], ".3f"),
                     _fmt(st["p50_ms"], ".3f"),
@@ -1144,6 +1149,7 @@ def render_report(
         "mix",
         "qps",
         "CPU µs/q",
+        "of it sys",
         "srv CPU %",
         "avg lat ms",
         "p50 ms",

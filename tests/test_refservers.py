@@ -96,3 +96,17 @@ def test_failed_start_is_reported(tmp_path: Path) -> None:
         pytest.raises(refservers.ServerStartError),
     ):
         srv.wait_ready(1.0)
+
+
+def test_system_cpu_is_the_kernels_part_of_the_total() -> None:
+    """The benchmark reports the kernel's share of a server's CPU (system calls, the
+    loopback delivery of its answers) beside the total: read from the same counters."""
+    import os
+
+    pid = os.getpid()
+    before = refservers.process_tree_cpu_seconds(pid, include_reaped=False, system_only=True)
+    for _ in range(100_000):
+        os.stat("/")  # time spent in the kernel
+    total = refservers.process_tree_cpu_seconds(pid, include_reaped=False)
+    system = refservers.process_tree_cpu_seconds(pid, include_reaped=False, system_only=True)
+    assert before < system < total
