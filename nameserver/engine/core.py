@@ -220,11 +220,11 @@ class Engine:
         if response is not None and (
             response[3] & 0x0F == (NOERROR if shape is None else _rcode_of_shape(shape))
         ):
-            if shape is not None:
-                if len(self.shapes) >= self.cache_entries // 2:
-                    return response  # a template will serve this shape (_from_template)
-                cache = self.shapes
-            _put(cache, key, (response[2:12], response[qend:]), self.cache_entries)
+            answer = (response[2:12], response[qend:])
+            if shape is None:
+                _put(cache, key, answer, self.cache_entries)
+            else:
+                self._keep_for_shape(key, answer)
         return response
 
     def _read_opt(self, wire: bytes, qend: int) -> tuple[int, int] | None:
@@ -288,12 +288,15 @@ class Engine:
             return None
         else:
             hit = (template.head, template.rest(qlen))
-        # The answer at this length too, saving the rewrite next time (~1 us), but only
-        # while the table is less than half full: past that, templates (~20 us saved on
-        # each use) must not be pushed out by answers they can write themselves.
-        if len(shapes) < self.cache_entries // 2:
-            shapes[key] = hit
+        self._keep_for_shape(key, hit)  # saving the rewrite next time (~1 us)
         return hit
+
+    def _keep_for_shape(self, key: tuple[object, ...], answer: tuple[bytes, bytes]) -> None:
+        """Keep a shape's answer at one question length, but only while the shapes
+        table is less than half full: past that, templates (~20 us saved on each use)
+        must not be pushed out by answers they can write themselves."""
+        if len(self.shapes) < self.cache_entries // 2:
+            self.shapes[key] = answer
 
     @property
     def counts(self) -> dict[tuple[bytes, int], int]:

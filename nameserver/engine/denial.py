@@ -7,8 +7,6 @@ travel with them). Names are lowercased wire names.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-
 from nameserver.zone.denial import Nsec3Chain
 from nameserver.zone.tree import RRset, Zone
 
@@ -74,12 +72,10 @@ def nxdomain_key(
     if chain is not None:
         # Names between the closest encloser and the query name do not exist, so the
         # closest provable encloser of the query is the encloser's own.
-        memo = chain.encloser_memo.get(encloser)
-        ce, match, wildcard_cover = memo if memo is not None else _provable(chain, encloser)
+        ce, match, wildcard_cover = _provable(chain, encloser)
         if next_closer is None or ce != encloser:
             next_closer = _next_closer(qname, ce)
-        at = bisect_right(chain.hashes, chain.hash(next_closer)) - 1  # (chain.cover)
-        return (match, chain.rrsets[at], wildcard_cover)
+        return (match, chain.cover(next_closer), wildcard_cover)
     nsec = zone.nsec
     assert nsec is not None
     return (nsec.cover(qname), nsec.cover(_WILDCARD + encloser))
