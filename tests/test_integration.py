@@ -876,3 +876,61 @@ def test_serve_missing_zone_file_exits(tmp_path: Path) -> None:
     done = run_cli("serve", "--zone", f"coop.={missing}", "--listen", f"127.0.0.1@{free_port()}")
     assert done.returncode != 0
     assert str(missing) in done.stderr and "ready" not in done.stderr
+
+
+# =========================================================================== wildcard listeners
+
+
+@NEEDS["dig"]
+def test_wildcard_listener_answers_from_the_address_asked(
+    nameserver_factory: Callable[..., NameServer],
+) -> None:
+    """Listening on 0.0.0.0, a query sent to 127.0.0.2 is answered from 127.0.0.2: dig
+    discards an answer from another address ("reply from unexpected source")."""
+    def config(port: int) -> str:
+        return f'listen: ["0.0.0.0@{port}"]\nzones: [{{origin: coop., file: {ZONE}}}]\n'
+
+    srv = nameserver_factory(config=config)
+    for addr in ("127.0.0.2", "127.0.0.1"):
+        r = dig("dig", srv, "+dnssec", "coop.", "SOA", addr=addr)
+        assert r.status == "NOERROR" and r.records("ANSWER")[0].startswith("coop. 3600 IN SOA")
+
+
+def _can_make_netns() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    done = subprocess.run(["unshare", "--net", "--map-root-user", "true"], capture_output=True)
+    return done.returncode == 0
+
+
+@NEEDS["dig"]
+@pytest.mark.skipif(not _can_make_netns(), reason="cannot make a network namespace")
+def test_wildcard_ipv6_listener_answers_from_the_address_asked(tmp_path: Path) -> None:
+    """The same for IPv6: in a network namespace of our own (so the host's addresses
+    are left alone) with a second address on lo, a server on :: and 0.0.0.0 answers
+    dig at fd00:53::2 (not ::1, the address routing would pick) and at 127.0.0.9."""
+    script = tmp_path / "inside.sh"
+    script.write_text(
+        "set -e\n"
+        "ip link set lo up\n"
+        "ip -6 addr add fd00:53::2/128 dev lo nodad\n"
+        f"{sys.executable} -m nameserver serve --listen ::@5353 --listen 0.0.0.0@5353"
+        f" --zone coop.={ZONE} --control {tmp_path}/c.sock 2>{tmp_path}/err &\n"
+        "pid=$!\n"
+        "trap 'kill $pid; wait $pid' EXIT\n"
+        "for i in $(seq 100); do\n"
+        "  dig @127.0.0.1 -p 5353 +short +tries=1 +time=1 coop. SOA | grep -q hostmaster && break\n"
+        "  sleep 0.1\n"
+        "done\n"
+        "for addr in fd00:53::2 127.0.0.9; do\n"
+        "  dig @$addr -p 5353 +norec +tries=1 +time=2 coop. SOA\n"
+        "done\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        ["unshare", "--net", "--map-root-user", "bash", str(script)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    replies = parse_replies(done.stdout)
+    assert done.returncode == 0 and len(replies) == 2, done.stdout + done.stderr
+    assert all(r.status == "NOERROR" and r.records("ANSWER") for r in replies), done.stdout

@@ -562,3 +562,54 @@ def test_tcp_stop_closes_connections(h: Harness) -> None:
         h.run(stop_tcp(h.tcp.pop()))
         assert_closed(c)
     wait_for(lambda: stats.connections_open == 0)
+
+
+# -- wildcard listeners ----------------------------------------------------------------
+
+def _loopback_aliases() -> list[str]:
+    """Addresses of 127.0.0.0/8 besides 127.0.0.1 that answer here (Linux: all of it)."""
+    found = []
+    for addr in ("127.0.0.2", "127.0.0.3"):
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((addr, 0))
+        except OSError:
+            continue
+        found.append(addr)
+    return found
+
+
+@pytest.mark.skipif(len(_loopback_aliases()) < 2, reason="127.0.0.2-3 are not local here")
+@pytest.mark.parametrize("batched", UDP_PATHS)
+def test_wildcard_udp_answers_from_the_address_asked(loop_kind: str, batched: bool) -> None:
+    """A socket on 0.0.0.0 answers each query from the address it was sent to, within
+    one batch too; otherwise the answer to 127.0.0.2 leaves from 127.0.0.1 (the route's
+    source) and a resolver discards it."""
+    harness = Harness(loop_kind, "0.0.0.0")
+    try:
+        harness.batched = batched
+        port = harness.start_udp()
+        targets = ["127.0.0.2", "127.0.0.1", "127.0.0.3"] * 30  # several per batch
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(TIMEOUT)
+            sent = {}
+            for qid, addr in enumerate(targets, start=1):
+                q = query(qid)
+                sent[qid] = (q, addr)
+                c.sendto(q, (addr, port))
+            for _ in targets:
+                data, peer = c.recvfrom(65535)
+                q, addr = sent[int.from_bytes(data[:2], "big")]
+                assert data == answer(q)
+                assert peer == (addr, port)
+    finally:
+        harness.close()
+
+
+def test_specific_address_needs_no_packet_information(h: Harness) -> None:
+    h.start_udp()
+    sock = h.udp[0].sock
+    if sock.family == socket.AF_INET6:
+        assert sock.getsockopt(socket.IPPROTO_IPV6, mmsg.IPV6_RECVPKTINFO) == 0
+    else:
+        assert sock.getsockopt(socket.IPPROTO_IP, mmsg.IP_PKTINFO) == 0

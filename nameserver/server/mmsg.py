@@ -12,6 +12,13 @@ the query out and copies the answer in.
 
 :class:`BatchedUDPReader` is driven by the event loop (``loop.add_reader``); on each
 wake-up it drains the socket a few batches at a time, so TCP and timers still run.
+
+A socket bound to a wildcard address (0.0.0.0, ::) must answer from the address each
+query was sent to, or a multi-homed server's answers leave from whatever address
+routing picks and resolvers discard them. With ``pktinfo`` the kernel reports each
+datagram's destination (IP_PKTINFO, IPV6_PKTINFO: :func:`enable_pktinfo`) in a
+control slot beside its address slot, and the answer is sent with that same
+control message as its source.
 """
 
 from __future__ import annotations
@@ -34,6 +41,15 @@ _NAME_SLOT = 128  # sizeof(struct sockaddr_storage)
 # enum code written in Python (~0.6 µs per datagram, a tenth of an answer's cost).
 _MSG_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0x40))
 _MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))
+# Packet information (Linux values; Python 3.11's socket module lacks IP_PKTINFO).
+IP_PKTINFO = int(getattr(socket, "IP_PKTINFO", 8))
+IPV6_RECVPKTINFO = int(getattr(socket, "IPV6_RECVPKTINFO", 49))
+IPV6_PKTINFO = int(getattr(socket, "IPV6_PKTINFO", 50))
+_CONTROL_SLOT = 64  # bytes per datagram: CMSG_SPACE(in6_pktinfo) is 40
+_CMSG_HEADER = 16  # sizeof(struct cmsghdr) on 64-bit Linux: the data follows it
+# Where the interface index lies in in_pktinfo {ifindex, spec_dst, addr} and in
+# in6_pktinfo {addr, ifindex}.
+_IFINDEX_AT = {socket.AF_INET: 0, socket.AF_INET6: 16}
 
 
 class _Iovec(ctypes.Structure):
@@ -83,6 +99,27 @@ def _sockaddr_size(family: int) -> int:
     return 28 if family == socket.AF_INET6 else 16
 
 
+def is_wildcard(sock: socket.socket) -> bool:
+    """Whether ``sock`` is bound to the unspecified address of its family."""
+    return sock.getsockname()[0] in ("0.0.0.0", "::")
+
+
+def enable_pktinfo(sock: socket.socket) -> None:
+    """Ask the kernel for each datagram's destination address (see the module docstring)."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+def reply_pktinfo(family: int, info: bytes) -> bytes:
+    """The packet information that sends an answer from the address a query reached:
+    the query's own, with the interface index cleared, so that the routing table, not
+    the arrival interface, picks the way out (as Unbound does)."""
+    at = _IFINDEX_AT[family]
+    return info[:at] + b"\0\0\0\0" + info[at + 4 :]
+
+
 class _Echo:
     @staticmethod
     def handle(wire: bytes, over_tcp: bool) -> bytes:
@@ -127,7 +164,9 @@ class BatchedUDPReader:
     ``stats`` has ``errors``, ``truncated``, ``send_errors`` and ``oversized`` counters.
     """
 
-    def __init__(self, sock: socket.socket, engine: Callable[[], Any], stats: Any) -> None:
+    def __init__(
+        self, sock: socket.socket, engine: Callable[[], Any], stats: Any, pktinfo: bool = False
+    ) -> None:
         assert _CALLS is not None, "batched UDP needs Linux"
         self._recvmmsg, self._sendmmsg = _CALLS
         self.sock = sock
@@ -155,6 +194,9 @@ class BatchedUDPReader:
                 hdr = msgs[k].hdr
                 hdr.name, hdr.namelen = names + k * _NAME_SLOT, namelen
                 hdr.iov, hdr.iovlen = ctypes.addressof(iov[k]), 1
+        self._control: Any = None
+        if pktinfo:
+            self._set_up_control(sock.family)
         self._msg_size = ctypes.sizeof(_Mmsghdr)
         self._rmsgs_at = ctypes.addressof(self._rmsgs)
         self._smsgs_at = ctypes.addressof(self._smsgs)
@@ -169,15 +211,41 @@ class BatchedUDPReader:
         self._iov_len_at = _Iovec.len.offset // ctypes.sizeof(ctypes.c_size_t)
         self._iov_step = ctypes.sizeof(_Iovec) // ctypes.sizeof(ctypes.c_size_t)
 
+    def _set_up_control(self, family: int) -> None:
+        """A control slot per datagram, shared by its receive and send headers."""
+        n = BATCH
+        self._control = ctypes.create_string_buffer(n * _CONTROL_SLOT)
+        base = ctypes.addressof(self._control)
+        for k in range(n):
+            self._rmsgs[k].hdr.control = self._smsgs[k].hdr.control = base + k * _CONTROL_SLOT
+            self._rmsgs[k].hdr.controllen = _CONTROL_SLOT
+        words = ctypes.sizeof(ctypes.c_size_t)
+        # controllen (a size_t) of every header, and the interface index of every slot.
+        self._controllen_at = _Msghdr.controllen.offset // words
+        self._hdr_words = ctypes.sizeof(_Mmsghdr) // words
+        self._rlong = memoryview(self._rmsgs).cast("B").cast("N")
+        self._slong = memoryview(self._smsgs).cast("B").cast("N")
+        self._full = memoryview((ctypes.c_size_t * n)(*[_CONTROL_SLOT] * n)).cast("B").cast("N")
+        self._ifindex = memoryview(self._control).cast("B").cast("I")[
+            (_CMSG_HEADER + _IFINDEX_AT[family]) // 4 :: _CONTROL_SLOT // 4
+        ]
+        self._zeros = memoryview(bytes(4 * n)).cast("I")
+
     def drain(self) -> None:
         """Read, answer and send batches until the socket is empty (or enough for now)."""
+        control = self._control is not None
         for _ in range(MAX_BATCHES_PER_WAKEUP):
+            if control:  # the kernel shortened each controllen to what it wrote
+                at, step = self._controllen_at, self._hdr_words
+                self._rlong[at : BATCH * step : step] = self._full
             count = self._recvmmsg(self.fd, self._rmsgs_at, BATCH, _MSG_DONTWAIT, None)
             if count <= 0:
                 err = ctypes.get_errno() if count < 0 else 0
                 if err not in (0, errno.EAGAIN, errno.EINTR):
                     logger.debug("recvmmsg: %s", errno.errorcode.get(err, "?"))
                 return
+            if control:
+                self._reply_from_destinations(count)
             try:
                 self._answer(count)
             except Exception:  # a bug here must not stop the listener
@@ -185,6 +253,13 @@ class BatchedUDPReader:
                 logger.exception("UDP: error answering a batch of %d datagrams", count)
             if count < BATCH:
                 return
+
+    def _reply_from_destinations(self, count: int) -> None:
+        """Make each received packet information the source of its answer
+        (:func:`reply_pktinfo`, for a whole batch in two copies)."""
+        self._ifindex[:count] = self._zeros[:count]
+        at, step = self._controllen_at, self._hdr_words
+        self._slong[at : count * step : step] = self._rlong[at : count * step : step]
 
     def _answer(self, count: int) -> None:
         handle = self.engine().handle

@@ -3,7 +3,9 @@
 On Linux datagrams move in batches (:mod:`nameserver.server.mmsg`, recvmmsg and
 sendmmsg); elsewhere, or when asked, through an asyncio DatagramProtocol. Both look
 the engine up through ``holder.engine`` (per batch, or per datagram) so that a
-reload can swap it atomically (a single attribute assignment).
+reload can swap it atomically (a single attribute assignment). A socket bound to a
+wildcard address answers each query from the address it was sent to (packet
+information: see :mod:`nameserver.server.mmsg`), on both paths.
 """
 
 from __future__ import annotations
@@ -139,6 +141,48 @@ class _DNSDatagramProtocol(asyncio.DatagramProtocol):
         logger.debug("UDP socket error: %s", exc)
 
 
+class _PktinfoReader:
+    """The unbatched path for a wildcard socket: ``recvmsg``/``sendmsg``, so that each
+    answer leaves from the address its query reached (asyncio's transports drop
+    ancillary data)."""
+
+    def __init__(self, sock: socket.socket, holder: EngineHolder, stats: UDPStats) -> None:
+        self.sock = sock
+        self.holder = holder
+        self.stats = stats
+
+    def drain(self) -> None:
+        sock = self.sock
+        for _ in range(mmsg.BATCH):
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(mmsg.SLOT, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error reported for an earlier answer
+                logger.debug("UDP socket error: %s", exc)
+                continue
+            try:
+                resp = self.holder.engine.handle(data, False)
+                if resp is None:
+                    continue
+                if resp[2] & 2:
+                    self.stats.truncated += 1
+                control = [
+                    (level, kind, mmsg.reply_pktinfo(sock.family, value))
+                    for level, kind, value in ancillary
+                    if (level, kind) in _PKTINFO
+                ]
+                sock.sendmsg([resp], control, 0, addr)
+            except BlockingIOError:
+                self.stats.send_errors += 1
+            except Exception:
+                self.stats.errors += 1
+                logger.exception("UDP: error handling a %d-byte message from %s", len(data), addr)
+
+
+_PKTINFO = {(socket.IPPROTO_IP, mmsg.IP_PKTINFO), (socket.IPPROTO_IPV6, mmsg.IPV6_PKTINFO)}
+
+
 class UDPListener:
     """A UDP socket being answered; :meth:`close` stops answering and closes it."""
 
@@ -178,9 +222,16 @@ async def start_udp(
     if batched is None:
         batched = mmsg.available()
     try:
-        if batched:
+        pktinfo = mmsg.is_wildcard(sock)
+        if pktinfo:
+            mmsg.enable_pktinfo(sock)
+        if batched or pktinfo:
             sock.setblocking(False)
-            reader = mmsg.BatchedUDPReader(sock, lambda: holder.engine, stats)
+            reader: Any = (
+                mmsg.BatchedUDPReader(sock, lambda: holder.engine, stats, pktinfo)
+                if batched
+                else _PktinfoReader(sock, holder, stats)
+            )
             fd = sock.fileno()
             loop.add_reader(fd, reader.drain)
 
@@ -188,7 +239,7 @@ async def start_udp(
                 loop.remove_reader(fd)
                 sock.close()
 
-            return UDPListener(sock, stats, stop, True)
+            return UDPListener(sock, stats, stop, batched)
         proto = _DNSDatagramProtocol(holder, stats)
         transport, _ = await loop.create_datagram_endpoint(lambda: proto, sock=sock)
     except BaseException:
