@@ -896,10 +896,17 @@ def test_wildcard_listener_answers_from_the_address_asked(
         assert r.status == "NOERROR" and r.records("ANSWER")[0].startswith("coop. 3600 IN SOA")
 
 
+_NETNS_SETUP = "ip link set lo up && ip -6 addr add fd00:53::2/128 dev lo nodad"
+
+
 def _can_make_netns() -> bool:
+    """Whether a network namespace with a second IPv6 address on lo can be made here."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return False
-    done = subprocess.run(["unshare", "--net", "--map-root-user", "true"], capture_output=True)
+    done = subprocess.run(
+        ["unshare", "--net", "--map-root-user", "sh", "-c", _NETNS_SETUP],
+        capture_output=True, timeout=RUN_TIMEOUT,
+    )
     return done.returncode == 0
 
 
@@ -912,8 +919,7 @@ def test_wildcard_ipv6_listener_answers_from_the_address_asked(tmp_path: Path) -
     script = tmp_path / "inside.sh"
     script.write_text(
         "set -e\n"
-        "ip link set lo up\n"
-        "ip -6 addr add fd00:53::2/128 dev lo nodad\n"
+        f"{_NETNS_SETUP}\n"
         f"{sys.executable} -m nameserver serve --listen ::@5353 --listen 0.0.0.0@5353"
         f" --zone coop.={ZONE} --control {tmp_path}/c.sock 2>{tmp_path}/err &\n"
         "pid=$!\n"
