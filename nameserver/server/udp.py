@@ -222,7 +222,8 @@ async def start_udp(
     if batched is None:
         batched = mmsg.available()
     try:
-        pktinfo = mmsg.is_wildcard(sock)
+        # (The option values in mmsg are Linux's; elsewhere answers keep the default source.)
+        pktinfo = sys.platform.startswith("linux") and mmsg.is_wildcard(sock)
         if pktinfo:
             mmsg.enable_pktinfo(sock)
         if batched or pktinfo:
