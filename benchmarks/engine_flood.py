@@ -21,6 +21,23 @@ from nameserver.engine.core import Engine  # noqa: E402
 from nameserver.zone.load import load_zone  # noqa: E402
 
 
+def query_wires(path: str, limit: int, do: bool = True) -> list[bytes]:
+    """The first ``limit`` queries of a query file (NAME TYPE per line) as wire, RD
+    clear, IDs counting up; with ``do``, EDNS (1232 bytes) with DO set, else no EDNS."""
+    wires = []
+    with open(path) as lines:
+        for i, line in enumerate(lines):
+            if i >= limit:
+                break
+            name, qtype = line.split()
+            q = dns.message.make_query(
+                name, qtype, want_dnssec=do, use_edns=0 if do else None, payload=1232
+            )
+            q.flags, q.id = 0, i & 0xFFFF
+            wires.append(q.to_wire())
+    return wires
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("zone")
@@ -30,15 +47,7 @@ def main() -> None:
                     help="no templates: past a half-full cache, shapes take the general path")
     args = ap.parse_args()
     zone = load_zone(args.zone, "coop.").zone
-    wires = []
-    with open(args.queries) as lines:
-        for i, line in enumerate(lines):
-            if i >= args.count:
-                break
-            name, qtype = line.split()
-            q = dns.message.make_query(name, qtype, want_dnssec=True, payload=1232)
-            q.flags, q.id = 0, i & 0xFFFF
-            wires.append(q.to_wire())
+    wires = query_wires(args.queries, args.count)
     gc.collect()
     gc.freeze()
     engine = Engine([zone])

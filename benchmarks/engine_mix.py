@@ -17,27 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import dns.message
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine_flood import query_wires  # noqa: E402  (this script's directory is on sys.path)
 
 from nameserver.engine.core import DEFAULT_CACHE_ENTRIES, Engine  # noqa: E402
 from nameserver.zone.load import load_zone  # noqa: E402
-
-
-def wires(path: str, do: bool, limit: int = 1_000_000) -> list[bytes]:
-    out = []
-    with open(path) as lines:
-        for i, line in enumerate(lines):
-            if i >= limit:
-                break
-            name, qtype = line.split()
-            q = dns.message.make_query(
-                name, qtype, want_dnssec=do, use_edns=0 if do else None, payload=1232
-            )
-            q.flags, q.id = 0, i & 0xFFFF
-            out.append(q.to_wire())
-    return out
 
 
 def main() -> None:
@@ -50,11 +35,11 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=DEFAULT_CACHE_ENTRIES)
     args = ap.parse_args()
     zone = load_zone(args.zone, "coop.").zone
-    tld_do = wires(args.tld, True)
+    tld_do = query_wires(args.tld, 1_000_000)
     mixes = {
         "tld-do": (tld_do, False),
-        "random-do": (wires(args.random, True), False),
-        "tld": (wires(args.tld, False), False),
+        "random-do": (query_wires(args.random, 1_000_000), False),
+        "tld": (query_wires(args.tld, 1_000_000, do=False), False),
         "tld-do-tcp": (tld_do, True),
     }
     gc.collect()

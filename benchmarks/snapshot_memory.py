@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import dns.rdatatype
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nameserver.zone.load import load_zone  # noqa: E402
@@ -55,14 +57,8 @@ class Tally:
                 self.add("label bytes", label)
         self.add("rrsets dict", node.rrsets)
         for rdtype, rrset in node.rrsets.items():
-            self.rrset(_type_name(rdtype), rrset)
+            self.rrset(dns.rdatatype.to_text(rdtype), rrset)
         return list(node.children.values())
-
-
-def _type_name(rdtype: int) -> str:
-    import dns.rdatatype
-
-    return dns.rdatatype.to_text(rdtype)
 
 
 def main() -> None:
