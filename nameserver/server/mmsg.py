@@ -225,7 +225,8 @@ class BatchedUDPReader:
         self._hdr_words = ctypes.sizeof(_Mmsghdr) // words
         self._rlong = memoryview(self._rmsgs).cast("B").cast("N")
         self._slong = memoryview(self._smsgs).cast("B").cast("N")
-        self._full = memoryview((ctypes.c_size_t * n)(*[_CONTROL_SLOT] * n)).cast("B").cast("N")
+        sizes = (ctypes.c_size_t * n)(*[_CONTROL_SLOT] * n)  # to reset every controllen
+        self._slot_sizes = memoryview(sizes).cast("B").cast("N")
         self._ifindex = memoryview(self._control).cast("B").cast("I")[
             (_CMSG_HEADER + _IFINDEX_AT[family]) // 4 :: _CONTROL_SLOT // 4
         ]
@@ -237,7 +238,7 @@ class BatchedUDPReader:
         for _ in range(MAX_BATCHES_PER_WAKEUP):
             if control:  # the kernel shortened each controllen to what it wrote
                 at, step = self._controllen_at, self._hdr_words
-                self._rlong[at : BATCH * step : step] = self._full
+                self._rlong[at : BATCH * step : step] = self._slot_sizes
             count = self._recvmmsg(self.fd, self._rmsgs_at, BATCH, _MSG_DONTWAIT, None)
             if count <= 0:
                 err = ctypes.get_errno() if count < 0 else 0

@@ -141,6 +141,10 @@ class _DNSDatagramProtocol(asyncio.DatagramProtocol):
         logger.debug("UDP socket error: %s", exc)
 
 
+# The packet information a wildcard socket receives, and sends back as the source.
+_PKTINFO = {(socket.IPPROTO_IP, mmsg.IP_PKTINFO), (socket.IPPROTO_IPV6, mmsg.IPV6_PKTINFO)}
+
+
 class _PktinfoReader:
     """The unbatched path for a wildcard socket: ``recvmsg``/``sendmsg``, so that each
     answer leaves from the address its query reached (asyncio's transports drop
@@ -163,24 +167,24 @@ class _PktinfoReader:
                 continue
             try:
                 resp = self.holder.engine.handle(data, False)
-                if resp is None:
-                    continue
-                if resp[2] & 2:
-                    self.stats.truncated += 1
-                control = [
-                    (level, kind, mmsg.reply_pktinfo(sock.family, value))
-                    for level, kind, value in ancillary
-                    if (level, kind) in _PKTINFO
-                ]
-                sock.sendmsg([resp], control, 0, addr)
-            except BlockingIOError:
-                self.stats.send_errors += 1
             except Exception:
                 self.stats.errors += 1
                 logger.exception("UDP: error handling a %d-byte message from %s", len(data), addr)
-
-
-_PKTINFO = {(socket.IPPROTO_IP, mmsg.IP_PKTINFO), (socket.IPPROTO_IPV6, mmsg.IPV6_PKTINFO)}
+                continue
+            if resp is None:
+                continue
+            if resp[2] & 2:
+                self.stats.truncated += 1
+            control = [
+                (level, kind, mmsg.reply_pktinfo(sock.family, value))
+                for level, kind, value in ancillary
+                if (level, kind) in _PKTINFO
+            ]
+            try:
+                sock.sendmsg([resp], control, 0, addr)
+            except OSError as exc:  # a full send buffer, an unreachable address
+                self.stats.send_errors += 1
+                logger.debug("sendmsg: %s", exc)
 
 
 class UDPListener:
