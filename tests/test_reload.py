@@ -285,3 +285,59 @@ def test_reload_adds_and_removes_zones(nameserver_factory, tmp_path) -> None:
 
 def json_status(server) -> dict:
     return send(server.control, {"command": "status"})["status"]
+
+
+def _big_zone(path: Path, serial: int, broken_at: int | None = None) -> list[int]:
+    """A zone file past the size that the loader reads in two processes (FORK_MIN_BYTES),
+    made big by comments so that loading stays quick, and without directives (the
+    file is cut in two only where a record states its owner and TTL and no directive
+    came before: forkread.plan). With ``broken_at``, that delegation gets a bad A
+    record. Returns the line number of each delegation."""
+    from nameserver.zone.load import FORK_MIN_BYTES
+
+    count = 20_000
+    padding = "; " + "x" * ((FORK_MIN_BYTES // count) + 16) + "\n"
+    lines = [
+        f"coop. 300 SOA ns1.nic.coop. hostmaster.nic.coop. {serial} 7200 3600 1209600 900\n",
+        "coop. 300 NS ns1.nic.coop.\n",
+        "ns1.nic.coop. 300 A 192.0.2.1\n",
+    ]
+    numbers = []
+    for i in range(count):
+        lines.append(padding)
+        lines.append(f"d{i}.coop. 300 NS ns1.provider.example.\n")
+        numbers.append(len(lines))
+        if i == broken_at:
+            lines.append(f"d{i}.coop. 300 A 192.0.2.300\n")
+    path.write_text("".join(lines))
+    assert path.stat().st_size > FORK_MIN_BYTES
+    return numbers
+
+
+def test_big_zone_reload_reports_the_line_and_keeps_serving(nameserver_factory, tmp_path) -> None:
+    """A file big enough to be read in two processes, reloaded through the supervisor
+    (whose signal handlers and sockets the reading child inherits): a bad line in the
+    part a child would read is reported with its line, the old zone keeps serving,
+    and a fixed file loads whole, data from both parts of the file served."""
+    zone = tmp_path / "coop.zone"
+    _big_zone(zone, 1)
+    server = nameserver_factory(zone=zone, ipv6=False)
+    server.control = next(server.stderr_path.parent.glob(f"control-{server.port}.sock"))
+    assert soa_serial(server.port) == 1
+
+    lines = _big_zone(zone, 2, broken_at=100)  # in the first tenth of the file
+    out = ctl(server, "reload")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"{zone}:{lines[100] + 1}: bad A data" in out.stdout, out.stdout
+    assert "still serving serial 1" in out.stdout
+    assert soa_serial(server.port) == 1
+
+    _big_zone(zone, 3)
+    out = ctl(server, "reload")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert soa_serial(server.port) == 3
+    for name in ("d5.coop", "d19999.coop"):  # near the start and near the end
+        r = dns.query.udp(dns.message.make_query(f"www.{name}", "A"), "127.0.0.1",
+                          port=server.port, timeout=2)
+        assert [str(rr.name) for rr in r.authority] == [f"{name}."]
+        assert r.authority[0].rdtype == dns.rdatatype.NS
