@@ -136,3 +136,22 @@ def test_runs_build_what_records_gather(tmp_path: Path, path: Path | None) -> No
     assert runs.count == records.count
     assert [n.name.wire for n in runs.owners] == [n.name.wire for n in records.owners]
     assert _zone(_compile(runs, str(path))) == _zone(_compile(records, str(path)))
+
+
+def test_leading_origin_of_the_zone_allows_a_cut(tmp_path: Path, forked: pytest.MonkeyPatch
+                                                 ) -> None:
+    """``nameserver sign`` starts its files with ``$ORIGIN <apex>``: the same state the
+    readers start in, so the file is still read in two, with the same result."""
+    path = tmp_path / "z.zone"
+    path.write_text("$ORIGIN coop.\n" + _zone_text())
+    spans = plan(str(path), ORIGIN)
+    assert spans is not None
+    assert spans[1][1] == path.read_bytes()[: spans[1][0]].count(b"\n")  # line numbers
+    two = _compile(build(forked_batches(str(path), ORIGIN), ORIGIN), str(path))
+    one = _compile(read_sets(path, ORIGIN, reference=True), str(path))
+    assert _zone(two) == _zone(one)
+    assert_same_load(path)
+    for other in ("$ORIGIN example.\n", "$ORIGIN coop.\n$TTL 60\n"):
+        path.write_text(other + _zone_text())
+        assert plan(str(path), ORIGIN) is None
+

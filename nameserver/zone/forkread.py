@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Iterator
 
+import dns.exception
 import dns.name
 
 from nameserver.zone.fastread import Span, read_wire_records
@@ -57,7 +58,7 @@ def forked_batches(path: str, origin: dns.name.Name) -> Iterator[list[Run]]:
     """The batches of :func:`flat_batches` over the whole file, in file order; raise
     ZoneSyntaxError as the reader would, or ChildFailed."""
     before = _stamp(path)
-    spans = plan(path) if spare_core() else None
+    spans = plan(path, origin) if spare_core() else None
     if spans is None:
         raise ChildFailed("no spare core, or no place to cut the file")
     read_fd, write_fd = os.pipe()
@@ -165,24 +166,43 @@ def _read(fd: int, size: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def plan(path: str) -> tuple[Span, Span] | None:
+def plan(path: str, origin: dns.name.Name | None = None) -> tuple[Span, Span] | None:
     """Where to cut the file in two for two readers: a line near the middle that
     starts a record with its owner and TTL, before which there is no directive and
     no carriage return (so the second reader starts in the state and at the line
-    number the first would reach); None if there is no such line."""
+    number the first would reach); None if there is no such line. A first line
+    ``$ORIGIN`` naming ``origin`` itself is allowed (the state the readers start in
+    anyway): ``nameserver sign`` writes one."""
     size = os.path.getsize(path)
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         cut = _record_start(mm, int(size * FIRST_PART))
         if cut is None:
             return None
+        skip = _leading_origin(mm, origin)
         lines = 0
         for at in range(0, cut, _CHUNK):
-            chunk = mm[at : min(at + _CHUNK, cut)]
+            end = min(at + _CHUNK, cut)
+            start = max(at, skip)
+            chunk = mm[start:end]
             if b"\r" in chunk or b"\n$" in chunk or (
-                    chunk[:1] == b"$" and (at == 0 or mm[at - 1] == 10)):
+                    chunk[:1] == b"$" and (start == 0 or mm[start - 1] == 10)):
                 return None
-            lines += chunk.count(b"\n")
+            lines += mm[at:end].count(b"\n")
     return (0, 0, lines), (cut, lines, None)
+
+
+def _leading_origin(mm: mmap.mmap, origin: dns.name.Name | None) -> int:
+    """The length of a first line ``$ORIGIN <origin>`` (newline included), or 0."""
+    end = mm.find(b"\n", 0, 1024)
+    line = mm[0 : end + 1] if end >= 0 else b""
+    words = line.split()
+    if origin is None or len(words) != 2 or words[0] != b"$ORIGIN" or b"\r" in line:
+        return 0
+    try:
+        named = dns.name.from_text(words[1].decode("ascii"))
+    except (UnicodeDecodeError, dns.exception.DNSException):
+        return 0
+    return len(line) if named == origin else 0
 
 
 def _record_start(mm: mmap.mmap, at: int) -> int | None:
