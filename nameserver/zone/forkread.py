@@ -178,16 +178,16 @@ def plan(path: str, origin: dns.name.Name | None = None) -> tuple[Span, Span] | 
         cut = _record_start(mm, int(size * FIRST_PART))
         if cut is None:
             return None
-        skip = _leading_origin(mm, origin)
+        skip = _leading_origin(mm, origin)  # a first line allowed (no '\r' in it)
         lines = 0
         for at in range(0, cut, _CHUNK):
-            end = min(at + _CHUNK, cut)
-            start = max(at, skip)
-            chunk = mm[start:end]
-            if b"\r" in chunk or b"\n$" in chunk or (
-                    chunk[:1] == b"$" and (start == 0 or mm[start - 1] == 10)):
+            chunk = mm[at : min(at + _CHUNK, cut)]
+            # A directive starts a line: after a newline (from the one that ends the
+            # allowed line, if any), or at the start of a chunk that starts a line.
+            if b"\r" in chunk or chunk.find(b"\n$", max(0, skip - 1 - at)) >= 0 or (
+                    at >= skip and chunk[:1] == b"$" and (at == 0 or mm[at - 1] == 10)):
                 return None
-            lines += mm[at:end].count(b"\n")
+            lines += chunk.count(b"\n")
     return (0, 0, lines), (cut, lines, None)
 
 
