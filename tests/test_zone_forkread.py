@@ -54,15 +54,18 @@ def forked(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
+@pytest.mark.parametrize("pack", [False, True], ids=["whole", "packed"])
 @pytest.mark.parametrize("first", [0.05, 0.3, 0.5, 0.7, 0.97])
 def test_two_processes_gather_what_one_does(tmp_path: Path, forked: pytest.MonkeyPatch,
-                                            first: float) -> None:
+                                            first: float, pack: bool) -> None:
     path = tmp_path / "z.zone"
     path.write_text(_zone_text())
     forked.setattr(forkread, "FIRST_PART", first)
     spans = plan(str(path))
     assert spans is not None and 0 < spans[1][0] < path.stat().st_size
-    two = _compile(build(forked_batches(str(path), ORIGIN), ORIGIN), str(path))
+    gathered = build(forked_batches(str(path), ORIGIN, pack), ORIGIN, str(path))
+    assert bool(gathered.packed) == pack
+    two = _compile(gathered, str(path))
     one = _compile(read_sets(path, ORIGIN, reference=True), str(path))
     assert _zone(two) == _zone(one)
     assert_same_load(path)
@@ -131,11 +134,17 @@ def test_runs_build_what_records_gather(tmp_path: Path, path: Path | None) -> No
     if path is None:
         path = tmp_path / "z.zone"
         path.write_text(_zone_text())
-    runs = build(flat_batches(read_wire_records(path, ORIGIN)), ORIGIN)
-    records = gather(read_wire_records(path, ORIGIN), ORIGIN)
+    runs = build(flat_batches(read_wire_records(path, ORIGIN), str(path)), ORIGIN, str(path))
+    records = gather(read_wire_records(path, ORIGIN), ORIGIN, str(path))
     assert runs.count == records.count
     assert [n.name.wire for n in runs.owners] == [n.name.wire for n in records.owners]
-    assert _zone(_compile(runs, str(path))) == _zone(_compile(records, str(path)))
+    whole = _zone(_compile(records, str(path)))
+    assert _zone(_compile(runs, str(path))) == whole
+    origin_key = ORIGIN.canonicalize().to_wire()
+    packed = build(flat_batches(read_wire_records(path, ORIGIN), str(path), origin_key),
+                   ORIGIN, str(path))
+    assert packed.count == records.count
+    assert _zone(_compile(packed, str(path))) == whole
 
 
 def test_leading_origin_of_the_zone_allows_a_cut(tmp_path: Path, forked: pytest.MonkeyPatch
@@ -147,7 +156,7 @@ def test_leading_origin_of_the_zone_allows_a_cut(tmp_path: Path, forked: pytest.
     spans = plan(str(path), ORIGIN)
     assert spans is not None
     assert spans[1][1] == path.read_bytes()[: spans[1][0]].count(b"\n")  # line numbers
-    two = _compile(build(forked_batches(str(path), ORIGIN), ORIGIN), str(path))
+    two = _compile(build(forked_batches(str(path), ORIGIN), ORIGIN, str(path)), str(path))
     one = _compile(read_sets(path, ORIGIN, reference=True), str(path))
     assert _zone(two) == _zone(one)
     assert_same_load(path)

@@ -51,9 +51,11 @@ def _rrset(r: RRset | None) -> object:
     )
 
 
-def _node(node: Node, path: str = "") -> dict[str, object]:
-    """Everything about a subtree, flattened: {path: facts}."""
+def _node(zone: Zone, node: Node, path: str = "") -> dict[str, object]:
+    """Everything about a subtree, flattened: {path: facts} (packed delegations
+    unpacked, so that both forms are compared)."""
     out: dict[str, object] = {}
+    children = zone.children(node)
     facts = (
         node.name.wire,
         node.name.key,
@@ -61,18 +63,18 @@ def _node(node: Node, path: str = "") -> dict[str, object]:
         _rrset(node.dname),
         node.wildcard is not None and node.wildcard is node.children.get(b"*"),
         node.wildcard is None and b"*" not in node.children,
-        sorted(node.children),
+        sorted(label for label, _ in children),
         {t: _rrset(r) for t, r in node.rrsets.items()},
         list(node.rrsets),
     )
     out[path] = facts
-    for label, child in node.children.items():
-        out.update(_node(child, f"{label!r}.{path}"))
+    for label, child in children:
+        out.update(_node(zone, child, f"{label!r}.{path}"))
     return out
 
 
 def _zone(z: Zone) -> dict[str, object]:
-    facts = _node(z.apex)
+    facts = _node(z, z.apex)
     facts["*zone"] = (z.origin.wire, z.serial, z.record_count, _rrset(z.soa),
                       _rrset(z.negative_soa))
     if z.nsec3 is not None:
@@ -335,10 +337,17 @@ def test_reading_is_streamed_in_wire_form(tmp_path: Path) -> None:
     lines = ["$TTL 300", "@ SOA ns1 host 1 2 3 4 5", "@ NS ns1", "ns1 A 192.0.2.1"]
     lines += [f"d{i} NS ns1.provider.example.\n  NS ns2.provider.example." for i in range(50)]
     path.write_text("\n".join(lines) + "\n")
-    zone = load_zone(path, ORIGIN).zone
+    zone = _compile(read_sets(path, ORIGIN), str(path))
     ns = [zone.apex.children[f"d{i}".encode()].rrsets[2] for i in range(50)]
     assert all(r.targets[0] is ns[0].targets[0] for r in ns)
     assert all(r.rdatas is ns[0].rdatas and r.fixed is ns[0].fixed for r in ns)
+    # Served, each delegation is one packed bytes object, unpacked on demand.
+    served = load_zone(path, ORIGIN).zone
+    assert set(served.packed) == {f"d{i}".encode() for i in range(50)}
+    assert b"d0" not in served.apex.children
+    d7 = served.find(b"\x02d7\x04coop\x00")
+    assert d7 is not None and d7.cut
+    assert _node(served, d7) == _node(zone, zone.apex.children[b"d7"])
 
 
 def test_compressor_is_unchanged_by_lazy_suffixes() -> None:

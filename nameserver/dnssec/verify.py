@@ -158,6 +158,14 @@ def check_signatures(
             pool = 0 if rdtype == DS else 1 if rdtype in (NSEC, NSEC3) else 2
             pools[pool].append(rrset)
 
+    # The delegations kept packed (nameserver.zone.packed) passed the checks above, or
+    # the loader would not have kept them so (packed_signatures_hold): their DS are
+    # in the sample all the same.
+    if zone.packed_expires is not None and (earliest is None or zone.packed_expires < earliest):
+        earliest = zone.packed_expires
+    packed = zone.packed
+    pools[0].extend(label for label in zone.packed_ds if label in packed)
+
     if keys is None and first_sigs is None:
         return SignatureReport(False, [], None, 0)
     if keys is None:
@@ -180,7 +188,11 @@ def check_signatures(
             failures.extend(validator.check(rrset, apex[RRSIG], at_apex=True))
             checked += 1
     for rrset in _sample(pools, sample, seed):
-        owner = zone.find(rrset.name.key)
+        if type(rrset) is bytes:  # the label of a packed delegation
+            owner = zone.unpacked(rrset)
+            rrset = owner.rrsets[DS]
+        else:
+            owner = zone.find(rrset.name.key)
         assert owner is not None
         failures.extend(validator.check(rrset, owner.rrsets[RRSIG]))
         checked += 1
@@ -194,6 +206,27 @@ def check_signatures(
     )
     problems += _capped(missing, _missing, "authoritative RRsets without the RRSIGs they need")
     return SignatureReport(True, problems, earliest, checked)
+
+
+def packed_signatures_hold(
+    zone: Gathered, *, now: float | None = None, margin: float = 3 * 86400
+) -> bool:
+    """Whether :func:`check_signatures` has nothing to say about the delegations
+    kept packed, by what is summed up of them (their RRSIGs' validity window and the
+    algorithms signing their DS): if not, they must be read unpacked to be named."""
+    if now is None:
+        now = time.time()
+    if zone.packed_expires is not None and (
+        zone.packed_expires < now + margin or zone.packed_incepted > now + CLOCK_SKEW  # type: ignore[operator]
+    ):
+        return False
+    apex = zone.apex.rrsets
+    keys = apex.get(DNSKEY)
+    if keys is None or apex.get(RRSIG) is None:
+        # Signatures without keys, or a zone not signed: only unpacked DS may be.
+        return zone.packed_expires is None and (keys is None or not zone.packed_ds)
+    required = _algorithms(keys.to_rdatas(), apex.get(RRSIG))  # type: ignore[union-attr]
+    return all(required <= set(algs) and algs for algs in zone.packed_algorithms)
 
 
 _T = TypeVar("_T")

@@ -277,7 +277,7 @@ class Engine:
             full = self._respond(wire, True, pointers)
             made = None
             if full is not None and full[3] & 0x0F == _rcode_of_shape(shape):
-                anchor = shape[1].name.key if shape[0] == "R" else self.find_zone(qkey).origin.key
+                anchor = shape[1] if shape[0] == "R" else self.find_zone(qkey).origin.key
                 made = make_template(full, qend, 12 + len(qkey) - len(anchor), pointers)
             _put(shapes, tkey, _NO_TEMPLATE if made is None else made, self.cache_entries)
             if made is None or not made.fits(qlen, limit):
@@ -352,7 +352,13 @@ class Engine:
         j = below - 1
         while j >= 0:  # down the tree, from the label under the origin
             p = starts[j]
-            child = node.children.get(qkey[p + 1 : p + 1 + qkey[p]])
+            label = qkey[p + 1 : p + 1 + qkey[p]]
+            child = node.children.get(label)
+            if child is None and j == below - 1 and label in zone.packed:
+                # A packed delegation (nameserver.zone.packed): a cut, known by its name.
+                if j == 0 and qtype == _DS:
+                    return None
+                return ("R", qkey[p:])
             if child is None:
                 if node.wildcard is not None:
                     return None
@@ -361,7 +367,7 @@ class Engine:
                 return ("N", zone)
             node = child
             if node.cut and not (j == 0 and qtype == _DS):
-                return ("R", node)
+                return ("R", qkey[p:])
             if node.dname is not None and j > 0:
                 return None
             j -= 1

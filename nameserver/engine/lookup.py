@@ -79,13 +79,14 @@ class _Lookup:
 
     def step(self, name: WireName) -> WireName | None:
         """Process one name of a chain; return the next name to follow, if any."""
-        labels = self.zone.relative_labels(name.key)
-        node = self.zone.apex
+        zone = self.zone
+        labels = zone.relative_labels(name.key)
+        node = zone.apex
         last = len(labels) - 1
         if node.dname is not None and labels:
             return self.dname(node, name)
         for depth, label in enumerate(labels):
-            child = node.children.get(label)
+            child = zone.child(node, label)
             if child is None:
                 return self.no_such_name(node, name)
             node = child

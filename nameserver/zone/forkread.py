@@ -54,9 +54,12 @@ class ChildFailed(Exception):
     """Reading in two processes did not work out: read the file whole instead."""
 
 
-def forked_batches(path: str, origin: dns.name.Name) -> Iterator[list[Run]]:
-    """The batches of :func:`flat_batches` over the whole file, in file order; raise
-    ZoneSyntaxError as the reader would, or ChildFailed."""
+def forked_batches(path: str, origin: dns.name.Name, pack: bool = False
+                   ) -> Iterator[list[Run]]:
+    """The batches of :func:`flat_batches` over the whole file, in file order (with
+    the delegations packed if ``pack``); raise ZoneSyntaxError as the reader would,
+    or ChildFailed."""
+    origin_key = origin.canonicalize().to_wire() if pack else None
     before = _stamp(path)
     spans = plan(path, origin) if spare_core() else None
     if spans is None:
@@ -67,7 +70,7 @@ def forked_batches(path: str, origin: dns.name.Name) -> Iterator[list[Run]]:
     pid: int | None = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(path, origin, spans[0], write_fd)  # never returns
+        _child(path, origin, spans[0], write_fd, origin_key)  # never returns
     os.close(write_fd)
     try:
         first = _frames(read_fd)
@@ -75,7 +78,8 @@ def forked_batches(path: str, origin: dns.name.Name) -> Iterator[list[Run]]:
         problems: list[str] = []
         waiting = True  # for more of the child's batches
         try:
-            for batch in flat_batches(read_wire_records(path, origin, spans[1])):
+            records = read_wire_records(path, origin, spans[1])
+            for batch in flat_batches(records, path, origin_key):
                 mine.append(batch)
                 while waiting and select.select([read_fd], [], [], 0)[0]:
                     theirs = next(first, None)
@@ -224,14 +228,8 @@ def _record_start(mm: mmap.mmap, at: int) -> int | None:
     return None
 
 
-def _spawn(path: str, origin: dns.name.Name, span: Span | None, fd: int) -> int:
-    pid = os.fork()
-    if pid == 0:
-        _child(path, origin, span, fd)  # never returns
-    return pid
-
-
-def _child(path: str, origin: dns.name.Name, span: Span, fd: int) -> None:
+def _child(path: str, origin: dns.name.Name, span: Span, fd: int,
+           origin_key: bytes | None = None) -> None:
     """Read the file and write the frames to ``fd``; exit without returning."""
     code = 1
     try:
@@ -240,7 +238,8 @@ def _child(path: str, origin: dns.name.Name, span: Span, fd: int) -> None:
         with os.fdopen(fd, "wb", buffering=PIPE_SIZE) as out:
             try:
                 try:
-                    for batch in flat_batches(read_wire_records(path, origin, span)):
+                    records = read_wire_records(path, origin, span)
+                    for batch in flat_batches(records, path, origin_key):
                         _frame(out, b"R", marshal.dumps(batch))
                     problems: list[str] = []
                 except ZoneSyntaxError as e:

@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 import dns.name
 import dns.rdatatype
 
-from nameserver.dnssec.verify import check_signatures
+from nameserver.dnssec.verify import check_signatures, packed_signatures_hold
 from nameserver.dnssec.zonemd import check_zonemd
 from nameserver.wire import WireName
 from nameserver.zone.denial import Nsec3Chain, NsecChain, nsec3_owner_hash
 from nameserver.zone.fastread import b32hex_whole, read_wire_records, reference_records
 from nameserver.zone.forkread import ChildFailed, forked_batches
+from nameserver.zone.packed import runs_of
 from nameserver.zone.reader import ZoneSyntaxError
-from nameserver.zone.runs import build, gather
+from nameserver.zone.runs import Builder, build, flat_batches, gather
 from nameserver.zone.sets import Gathered, SetData
 from nameserver.zone.tree import (
     AAAA,
@@ -115,7 +116,12 @@ def _load(
     reference: bool, started: float,
 ) -> LoadResult:
     try:
-        zone = read_sets(path, origin, reference=reference)
+        # The reference path, to test the fast one against, keeps nothing packed.
+        zone = read_sets(path, origin, reference=reference, pack=not reference)
+        if zone.packed and not _packed_hold(zone, now, expiry_margin):
+            # Something to report about a packed delegation, or every name needed: read
+            # again without packing, to check each as it stands in the file.
+            zone = read_sets(path, origin, reference=reference)
     except ZoneSyntaxError as e:
         raise ZoneError(e.problems) from None
     warnings: list[str] = []
@@ -137,18 +143,35 @@ FORK_MIN_BYTES = 16 << 20
 
 
 def read_sets(
-    path: str | os.PathLike[str], origin: dns.name.Name, *, reference: bool = False
+    path: str | os.PathLike[str],
+    origin: dns.name.Name,
+    *,
+    reference: bool = False,
+    pack: bool = False,
 ) -> Gathered:
     """Read a zone file into the label tree, records gathered per (owner, type);
-    raise ZoneSyntaxError listing every bad line."""
+    raise ZoneSyntaxError listing every bad line. With ``pack``, the delegations the
+    checks have nothing to say about are kept packed (:mod:`nameserver.zone.packed`)."""
     path = os.fspath(path)
     if not reference and _worth_a_fork(path):
         try:
-            return build(forked_batches(path, origin), origin)
+            return build(forked_batches(path, origin, pack), origin, path)
         except ChildFailed:
             pass  # read it whole, here
     records = (reference_records if reference else read_wire_records)(path, origin)
-    return gather(records, origin)
+    if pack:
+        origin_key = WireName.from_name(origin).key
+        return build(flat_batches(records, path, origin_key), origin, path)
+    return gather(records, origin, path)
+
+
+def _packed_hold(zone: Gathered, now: float | None, margin: float) -> bool:
+    """Whether the packed delegations can stay packed: nothing in the zone needs
+    every name (a ZONEMD, a DNAME at the apex), nothing wrong with their DNSSEC."""
+    apex = zone.apex.rrsets
+    if DNAME in apex or dns.rdatatype.ZONEMD in apex:
+        return False
+    return packed_signatures_hold(zone, now=now, margin=margin)
 
 
 def _worth_a_fork(path: str) -> bool:
@@ -335,10 +358,7 @@ def _compile(zone: Gathered, path: str) -> Zone:
     empty: list[Node] = []
     for node in zone.owners:
         rrsets: dict[int, RRset] = node.rrsets
-        first: SetData = next(iter(rrsets.values()))  # type: ignore[assignment]
-        name = first.name
-        owner = node.name if name.wire == node.name.wire else name
-        _finish(owner, rrsets, targets)  # type: ignore[arg-type]
+        name = _finish_node(node, targets)
         nsec3 = rrsets.pop(NSEC3, None)
         if nsec3 is not None:
             nsec3_records.append((name, nsec3))
@@ -352,10 +372,32 @@ def _compile(zone: Gathered, path: str) -> Zone:
     for node in empty:
         _prune(zone, node)
     compiled = Zone(apex.name, apex, path, zone.count)
+    compiled.packed = zone.packed
     compiled.nsec3 = _nsec3_chain(apex, nsec3_records)
     if compiled.nsec3 is None:
         compiled.nsec = _nsec_chain(apex)
     return compiled
+
+
+def unpack(origin: dns.name.Name, path: str, data: bytes) -> Node:
+    """The served subtree of a packed delegation (:mod:`nameserver.zone.packed`), as
+    loading it unpacked would have made it."""
+    builder = Builder(origin, path)
+    builder.add(list(runs_of(data)))
+    targets: dict[int, tuple[WireName, ...]] = {}
+    for node in builder.zone.owners:
+        _finish_node(node, targets)
+        node.cut = NS in node.rrsets  # the cut (its glue has addresses alone)
+    return next(iter(builder.zone.apex.children.values()))
+
+
+def _finish_node(node: Node, targets: dict[int, tuple]) -> WireName:
+    """Make the sets of a node its RRsets (:func:`_finish`); the owner as its first
+    record spells it."""
+    first: SetData = next(iter(node.rrsets.values()))  # type: ignore[assignment]
+    name = first.name
+    _finish(node.name if name.wire == node.name.wire else name, node.rrsets, targets)  # type: ignore[arg-type]
+    return name
 
 
 def _prune(zone: Gathered, node: Node) -> None:

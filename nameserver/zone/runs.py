@@ -26,6 +26,7 @@ import dns.rdatatype
 
 from nameserver.wire import WireName
 from nameserver.zone.fastread import WireRecord
+from nameserver.zone.packed import Grouper, Packed, runs_of
 from nameserver.zone.sets import _NAMELESS, Gathered, SetData
 from nameserver.zone.tree import Node
 
@@ -44,16 +45,25 @@ Run = tuple
 RUNS_PER_BATCH = 2048
 
 
-def flat_batches(records: Iterable[WireRecord]) -> Iterator[list[Run]]:
-    """The records as lists of runs (see the module docstring)."""
+def flat_batches(
+    records: Iterable[WireRecord], main_file: str, origin_key: bytes | None = None
+) -> Iterator[list[Run]]:
+    """The records as lists of runs (see the module docstring), the file None for
+    ``main_file``; with ``origin_key`` (of the zone), the delegations that may be
+    are packed (:class:`~nameserver.zone.packed.Grouper`)."""
     batch: list[Run] = []
+    grouper = Grouper(origin_key) if origin_key is not None else None
     last: WireName | None = None
     # Per type: TTL, file and line of the first record, the RDATA and the targets.
     sets: dict[int, list] = {}
     for name, ttl, rdtype, parts, target, file, line in records:
         if name is not last:
             if last is not None:
-                batch.append(_flat(last, sets))
+                run = _flat(last, sets, main_file)
+                if grouper is None:
+                    batch.append(run)
+                else:
+                    grouper.add(last.key, run, batch)
                 if len(batch) >= RUNS_PER_BATCH:
                     yield batch
                     batch = []
@@ -66,14 +76,21 @@ def flat_batches(records: Iterable[WireRecord]) -> Iterator[list[Run]]:
             s[3].append(parts)
             s[4].append(target)
     if last is not None:
-        batch.append(_flat(last, sets))
+        run = _flat(last, sets, main_file)
+        if grouper is None:
+            batch.append(run)
+        else:
+            grouper.add(last.key, run, batch)
+            grouper.close(batch)
     if batch:
         yield batch
 
 
-def _flat(owner: WireName, sets: dict[int, list]) -> Run:
+def _flat(owner: WireName, sets: dict[int, list], main_file: str) -> Run:
     run: list = [owner.wire]
     for rdtype, (ttl, file, line, rdatas, targets) in sets.items():
+        if file is main_file or file == main_file:
+            file = None
         if len(rdatas) > 1 and _may_repeat(rdtype, rdatas):
             s = SetData(owner, rdtype, ttl, file, line, rdatas[0], targets[0])
             for i in range(1, len(rdatas)):
@@ -109,8 +126,9 @@ class Builder:
     """Gathers runs into the label tree, owners in the order the file first names
     them (the order every check reports problems in)."""
 
-    def __init__(self, origin: dns.name.Name):
-        self.zone = Gathered(origin, Node(WireName.from_name(origin)))
+    def __init__(self, origin: dns.name.Name, path: str):
+        self.zone = Gathered(origin, Node(WireName.from_name(origin)), path)
+        self.path = path  # the file of runs that say None
         self.outside: dict[bytes, Node] = {}
         # One 1-tuple of a WireName per spelling of a name, for every RDATA and owner
         # that names it (glue owners are NS targets too).
@@ -125,12 +143,21 @@ class Builder:
         owners = zone.owners
         names = self.names
         ns_sets = self.ns_sets
+        packed = zone.packed
+        path = self.path
         new = SetData.__new__
         count = 0
         for run in batch:
             wire = run[0]
+            if wire is None:
+                self._packed(run)
+                continue
             hit = names.get(wire)
             name = hit[0] if hit is not None else WireName(wire)
+            if packed:
+                top = zone.top_label(name.key)
+                if top is not None and top in packed:
+                    self.unpack(top)  # a later stretch of a packed delegation
             node = owner_node(zone, name, self.outside)
             by_type: dict[int, SetData] = node.rrsets  # type: ignore[assignment]
             if not by_type:
@@ -153,7 +180,8 @@ class Builder:
                     s.owner = name
                     s.rdtype = rdtype
                     s.ttl = run[i + 1]
-                    s.sigs = run[i + 2]  # the file
+                    file = run[i + 2]
+                    s.sigs = path if file is None else file
                     s.fixed = run[i + 3]  # the line
                     s.rdatas = rdatas
                     s.targets = targets
@@ -161,6 +189,32 @@ class Builder:
                 else:
                     count += _merge(s, rdatas, targets)
         zone.count += count
+
+    def _packed(self, item: Packed) -> None:
+        """Keep a packed delegation as it is, and the facts the checks need of it."""
+        _, label, data, count, expires, incepted, algorithms = item
+        zone = self.zone
+        if label in zone.packed:
+            self.unpack(label)
+        if label in zone.apex.children:  # read already, in another stretch
+            self.add(list(runs_of(data)))
+            return
+        zone.packed[label] = data
+        zone.count += count
+        if expires is not None:
+            if zone.packed_expires is None or expires < zone.packed_expires:
+                zone.packed_expires = expires
+            if zone.packed_incepted is None or incepted > zone.packed_incepted:
+                zone.packed_incepted = incepted
+        if algorithms is not None:
+            zone.packed_ds.append(label)
+            zone.packed_algorithms.add(algorithms)
+
+    def unpack(self, label: bytes) -> None:
+        """Take a packed delegation into the tree, as if it had never been packed."""
+        runs = runs_of(self.zone.packed.pop(label))
+        self.zone.count -= sum(len(run[i]) for run in runs for i in range(5, len(run), 6))
+        self.add(list(runs))
 
     def _name(self, wire: bytes) -> WireName:
         return self._one_name(wire)[0]
@@ -258,10 +312,10 @@ def _node(zone: Gathered, name: WireName, outside: dict[bytes, Node], origin_wir
     return node
 
 
-def gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
+def gather(records: Iterable[WireRecord], origin: dns.name.Name, path: str) -> Gathered:
     """The records gathered straight into the label tree, as :class:`Builder` gathers
     runs (for a file read in this process alone: no runs to make)."""
-    zone = Gathered(origin, Node(WireName.from_name(origin)))
+    zone = Gathered(origin, Node(WireName.from_name(origin)), path)
     owners = zone.owners
     outside: dict[bytes, Node] = {}
     # The RDATA of NS and A RRsets, shared by value: a TLD's delegations use the same
@@ -297,8 +351,8 @@ def gather(records: Iterable[WireRecord], origin: dns.name.Name) -> Gathered:
     return zone
 
 
-def build(batches: Iterable[list[Run]], origin: dns.name.Name) -> Gathered:
-    builder = Builder(origin)
+def build(batches: Iterable[list[Run]], origin: dns.name.Name, path: str) -> Gathered:
+    builder = Builder(origin, path)
     for batch in batches:
         builder.add(batch)
     return builder.zone

@@ -169,14 +169,23 @@ def canonical(rdtype: int, parts: RdataParts) -> bytes:
 class Gathered:
     """The owners of a zone being loaded, in the order the file first names them."""
 
-    def __init__(self, origin: dns.name.Name, apex: Node):
+    def __init__(self, origin: dns.name.Name, apex: Node, path: str):
         self.origin = origin
         self.origin_wire = apex.name.wire
         self.origin_key = apex.name.key
         self.apex = apex
+        self.path = path
         self.owners: list[Node] = []  # each node's rrsets: {type: SetData}
         self.outside: set[int] = set()  # id() of owners outside the zone (not in the tree)
         self.count = 0  # records, duplicates not counted
+        # Delegations from the apex kept packed (nameserver.zone.packed), by label: not
+        # in the tree nor among the owners. What the DNSSEC checks need of them:
+        self.packed: dict[bytes, bytes] = {}
+        self.packed_ds: list[bytes] = []  # the labels of those with DS
+        self.packed_algorithms: set[tuple[int, ...]] = set()  # of the RRSIGs over DS
+        self.packed_expires: int | None = None  # the earliest RRSIG expiration
+        self.packed_incepted: int | None = None  # the latest RRSIG inception
+        self._unpacked: dict[bytes, Node] = {}
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.owners)
@@ -202,23 +211,56 @@ class Gathered:
         return labels
 
     def find(self, key: bytes) -> Node | None:
+        """The node named ``key``; below a packed delegation, a copy unpacked."""
         rest = len(key) - len(self.origin_key)
         if rest > 0 and key.endswith(self.origin_key):
             # Children and grandchildren of the apex without a list of labels.
             first = key[0] + 1
             if first == rest:
-                return self.apex.children.get(key[1:first])
-            if first < rest and first + key[first] + 1 == rest:
+                node = self.apex.children.get(key[1:first])
+                if node is not None or not self.packed:
+                    return node
+            elif first < rest and first + key[first] + 1 == rest:
                 parent = self.apex.children.get(key[first + 1 : rest])
-                return parent.children.get(key[1:first]) if parent is not None else None
+                if parent is not None:
+                    return parent.children.get(key[1:first])
+                if not self.packed:
+                    return None
         labels = self.relative_labels(key)
         if labels is None:
             return None
         node: Node | None = self.apex
-        for label in labels:
+        for depth, label in enumerate(labels):
             node = node.children.get(label)  # type: ignore[union-attr]
             if node is None:
-                return None
+                if depth or label not in self.packed:
+                    return None
+                node = self.unpacked(label)
+        return node
+
+    def top_label(self, key: bytes) -> bytes | None:
+        """The label of the child of the apex at or above ``key``, if in the zone."""
+        end = len(key) - len(self.origin_key)
+        if end <= 0 or not key.endswith(self.origin_key):
+            return None
+        i = 0
+        while True:
+            n = key[i] + 1
+            if i + n >= end:
+                return key[i + 1 : i + n] if i + n == end else None
+            i += n
+
+    def unpacked(self, label: bytes) -> Node:
+        """The subtree of a packed delegation as gathered (the checks' view of it: a
+        copy, not in the tree)."""
+        node = self._unpacked.get(label)
+        if node is None:
+            from nameserver.zone.packed import runs_of
+            from nameserver.zone.runs import Builder
+
+            builder = Builder(self.origin, self.path)
+            builder.add(list(runs_of(self.packed[label])))
+            node = self._unpacked[label] = builder.zone.apex.children[label]
         return node
 
     def ancestors(self, node: Node) -> list[Node]:

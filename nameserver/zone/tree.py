@@ -189,6 +189,9 @@ class Zone:
         "nsec3",
         "nsec",
         "earliest_expiry",
+        "packed",
+        "_unpacked",
+        "_origin_name",
     )
 
     def __init__(self, origin: WireName, apex: Node, source: str, record_count: int):
@@ -208,6 +211,12 @@ class Zone:
         self.nsec: NsecChain | None = None
         # The soonest RRSIG expiration (POSIX seconds) of a signed zone, for monitoring.
         self.earliest_expiry: int | None = None
+        # Children of the apex kept packed, by label (nameserver.zone.packed): the
+        # delegations of a TLD. Not in ``apex.children``; :meth:`child` finds both.
+        self.packed: dict[bytes, bytes] = {}
+        # The subtrees unpacked lately, for the queries that come again.
+        self._unpacked: dict[bytes, Node] = {}
+        self._origin_name: dns.name.Name | None = None
 
     def relative_labels(self, key: bytes) -> list[bytes]:
         """Labels of ``key`` below the origin, nearest the origin first."""
@@ -225,16 +234,50 @@ class Zone:
         """The node named exactly ``key`` (lowercased wire), below cuts too, or None."""
         if not self.contains(key):
             return None
-        node = self.apex
+        node: Node | None = self.apex
         for label in self.relative_labels(key):
-            node = node.children.get(label)  # type: ignore[assignment]
+            node = self.child(node, label)  # type: ignore[arg-type]
             if node is None:
                 return None
+        return node
+
+    def child(self, node: Node, label: bytes) -> Node | None:
+        """The child of ``node`` labelled ``label`` (lowercased), packed or not."""
+        child = node.children.get(label)
+        if child is None and node is self.apex:
+            data = self.packed.get(label)
+            if data is not None:
+                return self._unpack(label, data)
+        return child
+
+    def children(self, node: Node) -> list[tuple[bytes, Node]]:
+        """Every child of ``node``, the packed ones unpacked (for tests and tools)."""
+        items = list(node.children.items())
+        if node is self.apex:
+            items += [(label, self._unpack(label, data)) for label, data in self.packed.items()]
+        return items
+
+    def _unpack(self, label: bytes, data: bytes) -> Node:
+        memo = self._unpacked
+        node = memo.get(label)
+        if node is None:
+            from nameserver.zone.load import unpack
+
+            if self._origin_name is None:
+                self._origin_name = self.origin.to_name()
+            if len(memo) >= UNPACKED_MEMO:
+                memo.clear()
+            node = memo[label] = unpack(self._origin_name, self.source, data)
         return node
 
     def contains(self, key: bytes) -> bool:
         prefix = len(key) - len(self.origin.key)
         return key.endswith(self.origin.key) and (prefix == 0 or _label_boundary(key, prefix))
+
+
+# Subtrees kept unpacked per zone and process (~1 KB each): the delegations asked
+# about most, where the fast path cannot answer (DS queries, first referrals).
+UNPACKED_MEMO = 16384
 
 
 def _label_boundary(key: bytes, pos: int) -> bool:
