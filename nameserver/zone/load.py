@@ -256,11 +256,16 @@ def _occlusion_and_glue(zone: Gathered) -> list[str]:
             _occluded(zone, node, by_type, ns_targets, warnings)
         # else glue of a delegation from the apex, the common case: nothing to say
     for key, s in ns_targets.items():
-        found = zone.find(key)
-        if found is None and zone.relative_labels(key) is None:
-            continue  # out of the zone
-        by = found.rrsets if found is not None else {}
-        if A not in by and AAAA not in by:
+        addresses = zone.packed_addresses(key)
+        if addresses is None:
+            found = zone.find(key)
+            if found is None and zone.relative_labels(key) is None:
+                continue  # out of the zone
+            by = found.rrsets if found is not None else {}
+            addresses = A in by or AAAA in by
+        if not addresses:
+            if type(s) is bytes:  # named first by a packed delegation
+                s = zone.unpacked(s).rrsets[NS]  # type: ignore[assignment]
             # Named as the first NS record naming it spells it.
             target = next(p[0] for p in s.rdatas if p[0].key == key)  # type: ignore[index,union-attr]
             warnings.append(
@@ -269,11 +274,23 @@ def _occlusion_and_glue(zone: Gathered) -> list[str]:
     return warnings
 
 
-def _ns_targets(zone: Gathered) -> dict[bytes, SetData]:
-    """The NS RRset that first names each name server (by lowercased name)."""
-    ns_targets: dict[bytes, SetData] = {}
+def _ns_targets(zone: Gathered) -> dict[bytes, SetData | bytes]:
+    """The NS RRset that first names each name server (by lowercased name), in the
+    order of the file; the label for one of a packed delegation."""
+    ns_targets: dict[bytes, SetData | bytes] = {}
     walked: set[int] = set()  # id() of the NS RDATA tuples walked (shared by many RRsets)
-    for node in zone.owners:
+    # The packed delegations naming name servers elsewhere in the zone came before
+    # the owner at their index: merged in (those unpacked since are among the owners).
+    packed = zone.packed
+    named = [(index, key, label) for key, (index, label) in zone.packed_targets.items()
+             if label in packed]
+    named.append((len(zone.owners), b"", b""))  # the end
+    at = 0
+    for index, node in enumerate(zone.owners):
+        while named[at][0] <= index:
+            _, key, label = named[at]
+            ns_targets.setdefault(key, label)
+            at += 1
         s = node.rrsets.get(NS)
         if s is not None and id(s.rdatas) not in walked:
             walked.add(id(s.rdatas))
@@ -281,6 +298,8 @@ def _ns_targets(zone: Gathered) -> dict[bytes, SetData]:
                 key = p[0].key  # type: ignore[index,union-attr]
                 if key not in ns_targets:
                     ns_targets[key] = s  # type: ignore[assignment]
+    for _, key, label in named[at:-1]:
+        ns_targets.setdefault(key, label)
     return ns_targets
 
 
@@ -293,7 +312,7 @@ def _occluded(
     zone: Gathered,
     node: Node,
     by_type: dict[int, SetData],
-    ns_targets: dict[bytes, SetData],
+    ns_targets: dict[bytes, SetData | bytes],
     warnings: list[str],
 ) -> None:
     """Warnings for a name that is not a child of the apex (or below an apex DNAME)."""

@@ -15,11 +15,11 @@ the fast path answers referrals by the name of the cut alone.
 
 Only delegations the checks have nothing to say about are packed (:class:`Grouper`),
 so that loading still reports every problem with its line: a cut with NS (and DS
-and RRSIG) alone, glue with A and AAAA alone and named by the cut's own NS RRset,
-every name server below the cut having glue. What the DNSSEC checks need of the
-packed ones is summed up beside each (:data:`Packed`); the loader reads the file
-again without packing if that summary shows a problem, or if the zone needs every
-name (a ZONEMD, a DNAME at the apex).
+and RRSIG) alone, glue with A and AAAA alone and named by the cut's own NS RRset.
+What the checks need of the packed ones is put beside each (:data:`Packed`): the
+name servers named elsewhere in the zone, and for DNSSEC a summary; the loader
+reads the file again without packing if that summary shows a problem, or if the
+zone needs every name (a ZONEMD, a DNAME at the apex).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ _MARSHAL_VERSION = 4
 
 # A packed delegation in a batch of runs, told from a run by its None:
 # (None, label, marshal of the group's runs, records, earliest RRSIG expiration,
-#  latest RRSIG inception, algorithms of the RRSIGs over DS) with None for the
-# times if it has no RRSIG and for the algorithms if it has no DS.
+#  latest RRSIG inception, algorithms of the RRSIGs over DS, keys of the name
+#  servers named in the zone but not below the cut) with None for the times if it
+# has no RRSIG and for the algorithms if it has no DS.
 Packed = tuple
 
 
@@ -121,11 +122,11 @@ class Grouper:
             return None  # an owner twice, or an address that is not glue
         origin_key = self.origin_key
         olen = self.olen
-        for key in names - glue:
-            # Every name server in the zone is glue of this cut: the others are for
-            # the whole-zone check (so this one is not packed).
-            if key.endswith(origin_key) and _boundary(key, len(key) - olen):
-                return None
+        # The name servers elsewhere in the zone, for the whole-zone check of glue.
+        elsewhere = tuple(
+            key for key in names - glue
+            if key.endswith(origin_key) and _boundary(key, len(key) - olen)
+        )
         for run in runs[1:]:
             for i in range(5, len(run), 6):
                 count += len(run[i])
@@ -147,6 +148,7 @@ class Grouper:
             expires,
             incepted,
             None if algorithms is None else tuple(sorted(algorithms)),
+            elsewhere,
         )
 
 

@@ -19,6 +19,7 @@ are the wires of :attr:`SetData.targets`.
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterable, Iterator
 
 import dns.name
@@ -26,7 +27,7 @@ import dns.rdatatype
 
 from nameserver.wire import WireName
 from nameserver.zone.fastread import WireRecord
-from nameserver.zone.packed import Grouper, Packed, runs_of
+from nameserver.zone.packed import MAX_RUNS, Grouper, Packed, runs_of
 from nameserver.zone.sets import _NAMELESS, Gathered, SetData
 from nameserver.zone.tree import Node
 
@@ -36,6 +37,7 @@ PTR = dns.rdatatype.PTR
 MX = dns.rdatatype.MX
 SOA = dns.rdatatype.SOA
 A = dns.rdatatype.A
+_GLUE = frozenset({A, dns.rdatatype.AAAA})
 
 # Types whose RDATA is a single name (a 1-tuple of the WireName once read).
 _ONE_NAME = frozenset({NS, CNAME, PTR})
@@ -137,6 +139,7 @@ class Builder:
         # same few name server sets over and over (and glue the same addresses).
         self.ns_sets: dict[tuple[bytes, ...], tuple] = {}
         self.a_sets: dict[tuple, tuple] = {}
+        self.dropped: set[int] = set()  # id() of owners taken into packed delegations
 
     def add(self, batch: list[Run]) -> None:
         zone = self.zone
@@ -192,13 +195,17 @@ class Builder:
 
     def _packed(self, item: Packed) -> None:
         """Keep a packed delegation as it is, and the facts the checks need of it."""
-        _, label, data, count, expires, incepted, algorithms = item
+        _, label, data, count, expires, incepted, algorithms, elsewhere = item
         zone = self.zone
         if label in zone.packed:
             self.unpack(label)
         if label in zone.apex.children:  # read already, in another stretch
-            self.add(list(runs_of(data)))
-            return
+            folded = self._fold(label, data)
+            if folded is None:
+                self.add(list(runs_of(data)))
+                return
+            data, glue = folded
+            elsewhere = tuple(key for key in elsewhere if key not in glue)
         zone.packed[label] = data
         zone.count += count
         if expires is not None:
@@ -209,6 +216,54 @@ class Builder:
         if algorithms is not None:
             zone.packed_ds.append(label)
             zone.packed_algorithms.add(algorithms)
+        for key in elsewhere:
+            if key not in zone.packed_targets:
+                zone.packed_targets[key] = (len(zone.owners), label)
+
+    def _fold(self, label: bytes, data: bytes) -> tuple[bytes, set[bytes]] | None:
+        """The packed delegation ``label`` with the glue read before it (BIND writes
+        glue ahead of its cut) taken out of the tree into it, and the glue's names;
+        None if what was read there is not glue of it alone."""
+        zone = self.zone
+        top = zone.apex.children[label]
+        if top.rrsets:
+            return None
+        runs = runs_of(data)
+        cut = runs[0]
+        names = {w.lower() for i in range(1, len(cut), 6) if cut[i] == NS for w in cut[i + 4]}
+        mine = {run[0].lower() for run in runs}
+        glue: list[Node] = []
+        stack = list(top.children.values())
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children.values())
+            if node.rrsets:
+                key = node.name.key
+                if not node.rrsets.keys() <= _GLUE or key not in names or key in mine:
+                    return None
+                glue.append(node)
+        sets = [s for node in glue for s in node.rrsets.values()]
+        if not glue or len(runs) + len(sets) > MAX_RUNS:
+            return None
+        sets.sort(key=lambda s: (s.sigs, s.fixed))  # type: ignore[attr-defined]
+        path = self.path
+        before = tuple(
+            (s.name.wire, int(s.rdtype), s.ttl, None if s.sigs == path else s.sigs, s.fixed,  # type: ignore[attr-defined]
+             tuple(s.rdatas), ())
+            for s in sets
+        )
+        del zone.apex.children[label]
+        self.dropped.update(id(node) for node in glue)
+        return marshal.dumps(before + runs, 4), {node.name.key for node in glue}
+
+    def finish(self) -> Gathered:
+        """The zone gathered (the owners taken into packed delegations left out)."""
+        zone = self.zone
+        if self.dropped:
+            dropped = self.dropped
+            zone.owners = [node for node in zone.owners if id(node) not in dropped]
+            self.dropped = set()
+        return zone
 
     def unpack(self, label: bytes) -> None:
         """Take a packed delegation into the tree, as if it had never been packed."""
@@ -355,4 +410,4 @@ def build(batches: Iterable[list[Run]], origin: dns.name.Name, path: str) -> Gat
     builder = Builder(origin, path)
     for batch in batches:
         builder.add(batch)
-    return builder.zone
+    return builder.finish()

@@ -20,6 +20,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from nameserver.wire import WireName
+from nameserver.zone.packed import runs_of
 from nameserver.zone.reader import Where
 from nameserver.zone.tree import Node, RdataParts, RRset, fixed_header
 
@@ -185,7 +186,9 @@ class Gathered:
         self.packed_algorithms: set[tuple[int, ...]] = set()  # of the RRSIGs over DS
         self.packed_expires: int | None = None  # the earliest RRSIG expiration
         self.packed_incepted: int | None = None  # the latest RRSIG inception
-        self._unpacked: dict[bytes, Node] = {}
+        # Name servers in the zone named by them (below another cut): the key, where
+        # the first packed delegation to name it came among the owners, its label.
+        self.packed_targets: dict[bytes, tuple[int, bytes]] = {}
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.owners)
@@ -253,15 +256,21 @@ class Gathered:
     def unpacked(self, label: bytes) -> Node:
         """The subtree of a packed delegation as gathered (the checks' view of it: a
         copy, not in the tree)."""
-        node = self._unpacked.get(label)
-        if node is None:
-            from nameserver.zone.packed import runs_of
-            from nameserver.zone.runs import Builder
+        from nameserver.zone.runs import Builder
 
-            builder = Builder(self.origin, self.path)
-            builder.add(list(runs_of(self.packed[label])))
-            node = self._unpacked[label] = builder.zone.apex.children[label]
-        return node
+        builder = Builder(self.origin, self.path)
+        builder.add(list(runs_of(self.packed[label])))
+        return builder.zone.apex.children[label]
+
+    def packed_addresses(self, key: bytes) -> bool | None:
+        """Whether the name ``key`` below a packed delegation has addresses (None if it
+        is not below one)."""
+        top = self.top_label(key)
+        data = self.packed.get(top) if top is not None else None
+        if data is None:
+            return None
+        # Packed, every name below the cut is glue with addresses alone.
+        return any(run[0].lower() == key and NS not in run[1::6] for run in runs_of(data))
 
     def ancestors(self, node: Node) -> list[Node]:
         """The nodes above ``node`` (in the zone), the apex first; [] for the apex."""
