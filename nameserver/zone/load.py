@@ -392,6 +392,8 @@ def _compile(zone: Gathered, path: str) -> Zone:
         _prune(zone, node)
     compiled = Zone(apex.name, apex, path, zone.count)
     compiled.packed = zone.packed
+    compiled.packed_blob = bytes(zone.blob)
+    zone.blob = bytearray()
     compiled.nsec3 = _nsec3_chain(apex, nsec3_records)
     if compiled.nsec3 is None:
         compiled.nsec = _nsec_chain(apex)

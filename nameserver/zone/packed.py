@@ -42,6 +42,9 @@ _AT_CUT = frozenset({NS, DS, RRSIG})
 _GLUE = frozenset({A, AAAA})
 _TIMES = struct.Struct("!II")  # RRSIG expiration, inception (after length, 8 bytes)
 _MARSHAL_VERSION = 4
+# Packed delegations are kept end to end in one bytes object, each found by its
+# place: offset << 16 | length (see :func:`place`). Bigger ones stay unpacked.
+MAX_BYTES = 0xFFFF
 
 # A packed delegation in a batch of runs, told from a run by its None:
 # (None, label, marshal of the group's runs, records, earliest RRSIG expiration,
@@ -172,3 +175,14 @@ def _boundary(key: bytes, pos: int) -> bool:
 def runs_of(data: bytes) -> tuple:
     """The runs of a packed delegation."""
     return marshal.loads(data)
+
+
+def place(offset: int, data: bytes) -> int:
+    """Where ``data``, put at ``offset`` of the table's bytes, is to be found."""
+    return offset << 16 | len(data)
+
+
+def data_at(blob: bytes | bytearray, where: int) -> bytes:
+    """The packed delegation at ``where`` (:func:`place`) in ``blob``."""
+    offset = where >> 16
+    return bytes(blob[offset : offset + (where & 0xFFFF)])

@@ -27,7 +27,7 @@ import dns.rdatatype
 
 from nameserver.wire import WireName
 from nameserver.zone.fastread import WireRecord
-from nameserver.zone.packed import MAX_RUNS, Grouper, Packed, runs_of
+from nameserver.zone.packed import MAX_BYTES, MAX_RUNS, Grouper, Packed, place, runs_of
 from nameserver.zone.sets import _NAMELESS, Gathered, SetData
 from nameserver.zone.tree import Node
 
@@ -206,7 +206,11 @@ class Builder:
                 return
             data, glue = folded
             elsewhere = tuple(key for key in elsewhere if key not in glue)
-        zone.packed[label] = data
+        if len(data) > MAX_BYTES:
+            self.add(list(runs_of(data)))
+            return
+        zone.packed[label] = place(len(zone.blob), data)
+        zone.blob += data
         zone.count += count
         if expires is not None:
             if zone.packed_expires is None or expires < zone.packed_expires:
@@ -267,7 +271,8 @@ class Builder:
 
     def unpack(self, label: bytes) -> None:
         """Take a packed delegation into the tree, as if it had never been packed."""
-        runs = runs_of(self.zone.packed.pop(label))
+        runs = runs_of(self.zone.packed_data(label))
+        del self.zone.packed[label]
         self.zone.count -= sum(len(run[i]) for run in runs for i in range(5, len(run), 6))
         self.add(list(runs))
 

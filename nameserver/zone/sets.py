@@ -20,7 +20,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from nameserver.wire import WireName
-from nameserver.zone.packed import runs_of
+from nameserver.zone.packed import data_at, runs_of
 from nameserver.zone.reader import Where
 from nameserver.zone.tree import Node, RdataParts, RRset, fixed_header
 
@@ -181,7 +181,8 @@ class Gathered:
         self.count = 0  # records, duplicates not counted
         # Delegations from the apex kept packed (nameserver.zone.packed), by label: not
         # in the tree nor among the owners. What the DNSSEC checks need of them:
-        self.packed: dict[bytes, bytes] = {}
+        self.packed: dict[bytes, int] = {}  # their places in ``blob`` (packed.place)
+        self.blob = bytearray()
         self.packed_ds: list[bytes] = []  # the labels of those with DS
         self.packed_algorithms: set[tuple[int, ...]] = set()  # of the RRSIGs over DS
         self.packed_expires: int | None = None  # the earliest RRSIG expiration
@@ -259,18 +260,21 @@ class Gathered:
         from nameserver.zone.runs import Builder
 
         builder = Builder(self.origin, self.path)
-        builder.add(list(runs_of(self.packed[label])))
+        builder.add(list(runs_of(self.packed_data(label))))
         return builder.zone.apex.children[label]
 
     def packed_addresses(self, key: bytes) -> bool | None:
         """Whether the name ``key`` below a packed delegation has addresses (None if it
         is not below one)."""
         top = self.top_label(key)
-        data = self.packed.get(top) if top is not None else None
-        if data is None:
+        if top is None or top not in self.packed:
             return None
         # Packed, every name below the cut is glue with addresses alone.
-        return any(run[0].lower() == key and NS not in run[1::6] for run in runs_of(data))
+        runs = runs_of(self.packed_data(top))
+        return any(run[0].lower() == key and NS not in run[1::6] for run in runs)
+
+    def packed_data(self, label: bytes) -> bytes:
+        return data_at(self.blob, self.packed[label])
 
     def ancestors(self, node: Node) -> list[Node]:
         """The nodes above ``node`` (in the zone), the apex first; [] for the apex."""

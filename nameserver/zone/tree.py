@@ -18,6 +18,7 @@ import dns.rdata
 import dns.rdatatype
 
 from nameserver.wire import WireName
+from nameserver.zone.packed import data_at
 
 if TYPE_CHECKING:
     from nameserver.zone.denial import Nsec3Chain, NsecChain
@@ -190,6 +191,7 @@ class Zone:
         "nsec",
         "earliest_expiry",
         "packed",
+        "packed_blob",
         "_unpacked",
         "_origin_name",
     )
@@ -211,9 +213,12 @@ class Zone:
         self.nsec: NsecChain | None = None
         # The soonest RRSIG expiration (POSIX seconds) of a signed zone, for monitoring.
         self.earliest_expiry: int | None = None
-        # Children of the apex kept packed, by label (nameserver.zone.packed): the
-        # delegations of a TLD. Not in ``apex.children``; :meth:`child` finds both.
-        self.packed: dict[bytes, bytes] = {}
+        # Children of the apex kept packed (nameserver.zone.packed): the delegations of
+        # a TLD, end to end in ``packed_blob`` (one object: reading one writes no
+        # reference count but the blob's), their places by label. Not in
+        # ``apex.children``; :meth:`child` finds both.
+        self.packed: dict[bytes, int] = {}
+        self.packed_blob = b""
         # The subtrees unpacked lately, for the queries that come again.
         self._unpacked: dict[bytes, Node] = {}
         self._origin_name: dns.name.Name | None = None
@@ -245,19 +250,19 @@ class Zone:
         """The child of ``node`` labelled ``label`` (lowercased), packed or not."""
         child = node.children.get(label)
         if child is None and node is self.apex:
-            data = self.packed.get(label)
-            if data is not None:
-                return self._unpack(label, data)
+            where = self.packed.get(label)
+            if where is not None:
+                return self._unpack(label, where)
         return child
 
     def children(self, node: Node) -> list[tuple[bytes, Node]]:
         """Every child of ``node``, the packed ones unpacked (for tests and tools)."""
         items = list(node.children.items())
         if node is self.apex:
-            items += [(label, self._unpack(label, data)) for label, data in self.packed.items()]
+            items += [(label, self._unpack(label, where)) for label, where in self.packed.items()]
         return items
 
-    def _unpack(self, label: bytes, data: bytes) -> Node:
+    def _unpack(self, label: bytes, where: int) -> Node:
         memo = self._unpacked
         node = memo.get(label)
         if node is None:
@@ -267,6 +272,7 @@ class Zone:
                 self._origin_name = self.origin.to_name()
             if len(memo) >= UNPACKED_MEMO:
                 memo.clear()
+            data = data_at(self.packed_blob, where)
             node = memo[label] = unpack(self._origin_name, self.source, data)
         return node
 
