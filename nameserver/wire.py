@@ -12,6 +12,14 @@ import dns.name
 MAX_POINTER = 0x3FFF
 
 
+def label_boundary(key: bytes, pos: int) -> bool:
+    """Whether a label of the wire name ``key`` starts at ``pos``."""
+    i = 0
+    while i < pos:
+        i += key[i] + 1
+    return i == pos
+
+
 class WireName:
     """A domain name in wire form with the keys needed for RFC 1035 §4.1.4 compression.
 

@@ -63,7 +63,8 @@ def test_two_processes_gather_what_one_does(tmp_path: Path, forked: pytest.Monke
     forked.setattr(forkread, "FIRST_PART", first)
     spans = plan(str(path))
     assert spans is not None and 0 < spans[1][0] < path.stat().st_size
-    gathered = build(forked_batches(str(path), ORIGIN, pack), ORIGIN, str(path))
+    origin_key = ORIGIN.canonicalize().to_wire() if pack else None
+    gathered = build(forked_batches(str(path), ORIGIN, origin_key), ORIGIN, str(path))
     assert bool(gathered.packed) == pack
     two = _compile(gathered, str(path))
     one = _compile(read_sets(path, ORIGIN, reference=True), str(path))

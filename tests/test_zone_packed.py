@@ -20,6 +20,7 @@ from test_zone_load import ORIGIN, ROOT, assert_same_load, problems
 
 from nameserver.dnssec.verify import packed_signatures_hold
 from nameserver.engine.core import Engine
+from nameserver.zone import load
 from nameserver.zone.load import load_zone, read_sets
 
 DS = "12345 13 2 " + "ab" * 32
@@ -95,13 +96,26 @@ def test_packed_delegations_answer_as_unpacked_ones(tmp_path: Path) -> None:
                 assert packed.handle(wire) == expected, (qname, qtype)
 
 
-def test_the_apex_needing_every_name_means_nothing_packed(tmp_path: Path) -> None:
+def test_the_apex_needing_every_name_means_nothing_packed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "z.zone"
-    path.write_text(ZONE + "@ DNAME example.\n")
+    path.write_text(ZONE + "@ DNAME example.\n")  # named after the delegations: read again
     zone = assert_same_load(path)
     assert not zone.packed
-    # The shipped zone has a ZONEMD: checked over every name, so read unpacked.
+    # The shipped zone has a ZONEMD (checked over every name) at its apex, which comes
+    # first: nothing is packed, and the file is read once.
+    reads: list[bool] = []
+    real = load.read_sets
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append(bool(kwargs.get("pack")))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(load, "read_sets", counted)
     assert not load_zone(ROOT / "zones" / "coop.signed.zone", ORIGIN).zone.packed
+    assert reads == [True]
+    load_zone(path, ORIGIN)
+    assert reads == [True, True, False]
 
 
 def test_nsec_signed_delegations_are_not_packed(tmp_path: Path) -> None:

@@ -54,12 +54,11 @@ class ChildFailed(Exception):
     """Reading in two processes did not work out: read the file whole instead."""
 
 
-def forked_batches(path: str, origin: dns.name.Name, pack: bool = False
+def forked_batches(path: str, origin: dns.name.Name, origin_key: bytes | None = None
                    ) -> Iterator[list[Run]]:
     """The batches of :func:`flat_batches` over the whole file, in file order (with
-    the delegations packed if ``pack``); raise ZoneSyntaxError as the reader would,
-    or ChildFailed."""
-    origin_key = origin.canonicalize().to_wire() if pack else None
+    the delegations packed if the origin's ``origin_key`` is given); raise
+    ZoneSyntaxError as the reader would, or ChildFailed."""
     before = _stamp(path)
     spans = plan(path, origin) if spare_core() else None
     if spans is None:

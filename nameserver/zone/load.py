@@ -153,25 +153,23 @@ def read_sets(
     raise ZoneSyntaxError listing every bad line. With ``pack``, the delegations the
     checks have nothing to say about are kept packed (:mod:`nameserver.zone.packed`)."""
     path = os.fspath(path)
+    origin_key = WireName.from_name(origin).key if pack else None
     if not reference and _worth_a_fork(path):
         try:
-            return build(forked_batches(path, origin, pack), origin, path)
+            return build(forked_batches(path, origin, origin_key), origin, path)
         except ChildFailed:
             pass  # read it whole, here
     records = (reference_records if reference else read_wire_records)(path, origin)
     if pack:
-        origin_key = WireName.from_name(origin).key
         return build(flat_batches(records, path, origin_key), origin, path)
     return gather(records, origin, path)
 
 
 def _packed_hold(zone: Gathered, now: float | None, margin: float) -> bool:
     """Whether the packed delegations can stay packed: nothing in the zone needs
-    every name (a ZONEMD, a DNAME at the apex), nothing wrong with their DNSSEC."""
-    apex = zone.apex.rrsets
-    if DNAME in apex or dns.rdatatype.ZONEMD in apex:
-        return False
-    return packed_signatures_hold(zone, now=now, margin=margin)
+    every name (the builder stops packing once the apex says so; this is for a file
+    that names the apex after some delegations), nothing wrong with their DNSSEC."""
+    return not zone.whole() and packed_signatures_hold(zone, now=now, margin=margin)
 
 
 def _worth_a_fork(path: str) -> bool:

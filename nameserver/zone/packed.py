@@ -29,6 +29,8 @@ import struct
 
 import dns.rdatatype
 
+from nameserver.wire import label_boundary
+
 NS = dns.rdatatype.NS
 DS = dns.rdatatype.DS
 RRSIG = dns.rdatatype.RRSIG
@@ -84,7 +86,7 @@ class Grouper:
                 self.simple = key[1:first] != b"*" and _cut_only(run)
                 return
             cut_key = self.cut_key
-            if runs and key.endswith(cut_key) and _boundary(key, len(key) - len(cut_key)):
+            if runs and key.endswith(cut_key) and label_boundary(key, len(key) - len(cut_key)):
                 runs.append(run)
                 if self.simple:
                     self.glue.append(key)
@@ -128,7 +130,7 @@ class Grouper:
         # The name servers elsewhere in the zone, for the whole-zone check of glue.
         elsewhere = tuple(
             key for key in names - glue
-            if key.endswith(origin_key) and _boundary(key, len(key) - olen)
+            if key.endswith(origin_key) and label_boundary(key, len(key) - olen)
         )
         for run in runs[1:]:
             for i in range(5, len(run), 6):
@@ -162,14 +164,6 @@ def _cut_only(run: tuple) -> bool:
 
 def _glue_only(run: tuple) -> bool:
     return all(t in _GLUE for t in run[1::6])
-
-
-def _boundary(key: bytes, pos: int) -> bool:
-    """Whether a label of ``key`` starts at ``pos``."""
-    i = 0
-    while i < pos:
-        i += key[i] + 1
-    return i == pos
 
 
 def runs_of(data: bytes) -> tuple:

@@ -91,7 +91,7 @@ def flat_batches(
 def _flat(owner: WireName, sets: dict[int, list], main_file: str) -> Run:
     run: list = [owner.wire]
     for rdtype, (ttl, file, line, rdatas, targets) in sets.items():
-        if file is main_file or file == main_file:
+        if file == main_file:
             file = None
         if len(rdatas) > 1 and _may_repeat(rdtype, rdatas):
             s = SetData(owner, rdtype, ttl, file, line, rdatas[0], targets[0])
@@ -197,6 +197,9 @@ class Builder:
         """Keep a packed delegation as it is, and the facts the checks need of it."""
         _, label, data, count, expires, incepted, algorithms, elsewhere = item
         zone = self.zone
+        if zone.whole():
+            self.add(list(runs_of(data)))
+            return
         if label in zone.packed:
             self.unpack(label)
         if label in zone.apex.children:  # read already, in another stretch
@@ -256,9 +259,12 @@ class Builder:
              tuple(s.rdatas), ())
             for s in sets
         )
+        folded = marshal.dumps(before + runs, 4)
+        if len(folded) > MAX_BYTES:
+            return None
         del zone.apex.children[label]
         self.dropped.update(id(node) for node in glue)
-        return marshal.dumps(before + runs, 4), {node.name.key for node in glue}
+        return folded, {node.name.key for node in glue}
 
     def finish(self) -> Gathered:
         """The zone gathered (the owners taken into packed delegations left out)."""

@@ -27,6 +27,8 @@ from nameserver.zone.tree import Node, RdataParts, RRset, fixed_header
 IN = dns.rdataclass.IN
 NS = dns.rdatatype.NS
 RRSIG = dns.rdatatype.RRSIG
+DNAME = dns.rdatatype.DNAME
+ZONEMD = dns.rdatatype.ZONEMD
 
 # Types whose DNSSEC canonical RDATA (RFC 4034 §6.2, as dnspython's to_digestable) is
 # their wire form: no domain names inside.
@@ -241,6 +243,12 @@ class Gathered:
                     return None
                 node = self.unpacked(label)
         return node
+
+    def whole(self) -> bool:
+        """Whether the zone needs every name as a node to be checked (ZONEMD) or
+        served (a DNAME at the apex occludes all): nothing is to be packed."""
+        apex = self.apex.rrsets
+        return ZONEMD in apex or DNAME in apex
 
     def top_label(self, key: bytes) -> bytes | None:
         """The label of the child of the apex at or above ``key``, if in the zone."""

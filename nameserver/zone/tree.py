@@ -17,7 +17,7 @@ import dns.name
 import dns.rdata
 import dns.rdatatype
 
-from nameserver.wire import WireName
+from nameserver.wire import WireName, label_boundary
 from nameserver.zone.packed import data_at
 
 if TYPE_CHECKING:
@@ -278,16 +278,9 @@ class Zone:
 
     def contains(self, key: bytes) -> bool:
         prefix = len(key) - len(self.origin.key)
-        return key.endswith(self.origin.key) and (prefix == 0 or _label_boundary(key, prefix))
+        return key.endswith(self.origin.key) and (prefix == 0 or label_boundary(key, prefix))
 
 
 # Subtrees kept unpacked per zone and process (~1 KB each): the delegations asked
 # about most, where the fast path cannot answer (DS queries, first referrals).
 UNPACKED_MEMO = 16384
-
-
-def _label_boundary(key: bytes, pos: int) -> bool:
-    i = 0
-    while i < pos:
-        i += key[i] + 1
-    return i == pos
